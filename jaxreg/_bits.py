@@ -1,0 +1,180 @@
+"""The random-bit engine: every random number jaxreg draws comes from here.
+
+``random_bits(key, shape)`` returns exactly ``jax.random.bits(key, shape, jnp.uint32)``.
+For threefry keys (the default, typed or legacy) it computes the same Threefry-2x32
+hash of the same counters, written as straight-line ``jnp`` uint32 operations. XLA
+lowers JAX's own threefry primitive on CPU to a rolled loop that keeps its state in
+memory and cannot fuse with what consumes the bits; the straight-line form fuses hash,
+threshold and select into one pass over the data (see ``bench/``). Keys of other
+implementations (rbg, unsafe_rbg, custom) use ``jax.random.bits`` itself.
+
+The counters are those of ``jax_threefry_partitionable=True`` (JAX's default): element
+``i`` (row-major flat index) hashes the 64-bit counter ``i`` split into two 32-bit
+words. The counter array is built from one iota per axis, so XLA's SPMD partitioner
+shards it like any elementwise computation: no collectives, and each device computes
+only its own slice. If a user turns the partitionable flag off, jaxreg falls back to
+``jax.random.bits`` so the bits stay identical to JAX's. Nothing here changes JAX's
+global configuration.
+
+References:
+  Salmon, Moraes, Dror, Shaw. "Parallel random numbers: as easy as 1, 2, 3." SC 2011
+  (the Threefry-2x32 counter-based generator, 20 rounds).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxreg._checks import fail
+
+Array = jax.Array
+Shape = tuple[int, ...]
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_PARITY = 0x1BD11BDA
+
+
+@functools.lru_cache(maxsize=None)
+def _raw_key_shape(impl: str) -> Shape:
+    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)
+
+
+def check_key(fn: str, key: Any) -> Array:
+    """Returns ``key`` as a single typed PRNG key, or raises a clear error.
+
+    Accepts new-style typed keys (``jax.random.key``) of any implementation and legacy
+    raw ``uint32`` keys (``jax.random.PRNGKey``) of the default implementation.
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise fail(
+                fn,
+                f"key must be a single PRNG key, got a key array of shape {key.shape}. "
+                "Use jax.vmap over keys to apply the op once per key.",
+            )
+        return key
+    if dtype is not None and dtype == jnp.uint32:
+        impl = jax.config.jax_default_prng_impl
+        expected = _raw_key_shape(impl)
+        if tuple(key.shape) != expected:
+            raise fail(
+                fn,
+                f"key must be a PRNG key: a raw uint32 key of the default implementation "
+                f"({impl}) has shape {expected}, got shape {tuple(key.shape)}. "
+                "Pass jax.random.key(seed), or jax.vmap over a batch of keys.",
+            )
+        return jax.random.wrap_key_data(key)
+    got = type(key).__name__ if dtype is None else f"an array of dtype {dtype}"
+    raise fail(
+        fn,
+        f"key must be a PRNG key from jax.random.key(seed) (or a legacy "
+        f"jax.random.PRNGKey array), got {got}.",
+        exc=TypeError,
+    )
+
+
+def _rotl(x: Array, r: int) -> Array:
+    return lax.shift_left(x, np.uint32(r)) | lax.shift_right_logical(x, np.uint32(32 - r))
+
+
+def threefry2x32(k0: Array, k1: Array, c0: Array, c1: Array) -> tuple[Array, Array]:
+    """Threefry-2x32 (20 rounds) on uint32 words, as straight-line ops that XLA fuses."""
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(_PARITY))
+    x0 = c0 + ks[0]
+    x1 = c1 + ks[1]
+    for i in range(5):
+        for r in _ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = _rotl(x1, r) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
+def flat_counter(shape: Shape) -> Array:
+    """Row-major flat index of every element of ``shape`` as uint32 (size < 2**32).
+
+    Built from one iota per axis (not a reshaped 1-D iota) so that sharded outputs
+    partition without communication.
+    """
+    if not shape:
+        return jnp.zeros((), jnp.uint32)
+    index = None
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        term = lax.broadcasted_iota(jnp.uint32, shape, axis)
+        if stride != 1:
+            term = term * np.uint32(stride)
+        index = term if index is None else index + term
+        stride *= shape[axis]
+    return index
+
+
+@functools.partial(jax.jit, static_argnums=1, inline=True)
+def _threefry_bits(key: Array, shape: Shape) -> Array:
+    data = jax.random.key_data(key)
+    # Counter i is the 64-bit value i = (hi, lo); hi is 0 below 2**32 elements.
+    x0, x1 = threefry2x32(data[0], data[1], jnp.zeros((), jnp.uint32), flat_counter(shape))
+    return x0 ^ x1
+
+
+def uses_fast_path(key: Array, shape: Shape) -> bool:
+    """Whether ``random_bits`` computes the hash itself (True) or calls JAX (False)."""
+    return (
+        jax.random.key_impl(key) == "threefry2x32"
+        and bool(jax.config.jax_threefry_partitionable)
+        and math.prod(shape) < 2**32
+    )
+
+
+def consume(key: Array) -> Array:
+    """Marks ``key`` as used for JAX's key-reuse checker (``jax_debug_key_reuse``).
+
+    ``jax.random.key_data`` does not count as a use, so the fast path passes the key
+    through an optimization barrier (an op the checker treats as consuming). It acts
+    on the 8-byte key only and costs nothing measurable.
+    """
+    return lax.optimization_barrier(key)
+
+
+def random_bits(key: Array, shape: Shape) -> Array:
+    """Uniform uint32 bits, equal to ``jax.random.bits(key, shape, jnp.uint32)``.
+
+    Args:
+      key: a single typed PRNG key (see ``check_key``).
+      shape: static output shape.
+
+    Returns:
+      A uint32 array of ``shape``.
+    """
+    shape = tuple(int(d) for d in shape)
+    if uses_fast_path(key, shape):
+        return _threefry_bits(consume(key), shape)
+    return jax.random.bits(key, shape, jnp.uint32)
+
+
+def uniform_from_bits(bits: Array, dtype: Any = jnp.float32) -> Array:
+    """Floats in [0, 1) from uint32 bits, exactly as ``jax.random.uniform`` (float32).
+
+    The top 23 bits become the mantissa of a float in [1, 2), minus 1.
+    """
+    one = np.array(1.0, np.float32).view(np.uint32)
+    floats = lax.bitcast_convert_type((bits >> np.uint32(9)) | one, jnp.float32) - 1.0
+    return floats.astype(dtype)
+
+
+def standard_normal(key: Array, shape: Shape) -> Array:
+    """float32 N(0, 1) samples, equal to ``jax.random.normal(key, shape)``."""
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    hi = np.float32(1.0)
+    u = uniform_from_bits(random_bits(key, shape))
+    u = lax.max(lo, u * (hi - lo) + lo)
+    return np.float32(np.sqrt(2)) * lax.erf_inv(u)

@@ -1,0 +1,199 @@
+"""Bernoulli dropout on activations: standard, classic, spatial and variational."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxreg import _bits, _mask
+from jaxreg._checks import check_float_array, check_probability, fail, normalize_axes
+
+Array = jax.Array
+
+
+def masked(
+    fn: str,
+    key: Any,
+    x: Any,
+    rate: Any,
+    *,
+    broadcast_dims: int | Sequence[int] = (),
+    noise_shape: Sequence[int | None] | None = None,
+    inverted: bool = True,
+) -> Array:
+    """Validates, draws one keep-mask at the (possibly reduced) mask shape, applies it."""
+    key = _bits.check_key(fn, key)
+    x = check_float_array(fn, "x", x)
+    rate = check_probability(fn, "rate", rate)
+    shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
+    if isinstance(rate, float) and rate == 0.0:
+        return x
+    if isinstance(rate, float) and rate == 1.0:
+        return jnp.zeros_like(x)
+    keep = _mask.draw_keep(key, shape, rate)
+    return _mask.scale_kept(x, keep, rate, inverted=inverted)
+
+
+def dropout(
+    key: Any,
+    x: Array,
+    *,
+    rate: float | Array,
+    broadcast_dims: int | Sequence[int] = (),
+    noise_shape: Sequence[int | None] | None = None,
+    inverted: bool = True,
+) -> Array:
+    """Dropout: zeroes each unit with probability ``rate``.
+
+    Inverted dropout (the default) scales kept units by 1/(1 - rate) during training, so
+    nothing changes at inference. ``inverted=False`` is the classic form of the original
+    paper: no scaling in training, and the network's activations are multiplied by
+    ``1 - rate`` at inference (``scale_for_inference``). Both have the same expectation.
+
+    The mask equals ``flax.linen.Dropout``'s (and ``jax.random.bernoulli(key, 1 - rate,
+    shape)``) for the same key and rate, and so does the output.
+
+    Args:
+      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
+      x: floating-point input of any shape; the output has its shape and dtype.
+      rate: probability of dropping a unit (not the keep probability). A Python number
+        in [0, 1] or a scalar array that may be traced (``jax.vmap`` over rates works).
+        A traced rate outside [0, 1] or NaN makes the output NaN. Python ``rate=0``
+        returns ``x`` and draws nothing; ``rate=1`` returns zeros with zero gradients.
+      broadcast_dims: axes along which one mask value is shared (flax's argument).
+      noise_shape: Keras-style alternative to ``broadcast_dims``: one entry per axis,
+        1 to share along it, the axis size or None to draw independently.
+      inverted: scale kept units by 1/(1 - rate) (True) or not (False).
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxreg
+      >>> y = jaxreg.dropout(jax.random.key(0), jnp.ones((2, 3)), rate=0.5)
+      >>> y.shape, y.dtype
+      ((2, 3), dtype('float32'))
+
+    References:
+      Srivastava, Hinton, Krizhevsky, Sutskever, Salakhutdinov. "Dropout: A Simple Way
+      to Prevent Neural Networks from Overfitting." JMLR 15, 2014.
+    """
+    return masked(
+        "dropout",
+        key,
+        x,
+        rate,
+        broadcast_dims=broadcast_dims,
+        noise_shape=noise_shape,
+        inverted=inverted,
+    )
+
+
+def scale_for_inference(x: Array, *, rate: float | Array) -> Array:
+    """Multiplies by ``1 - rate``: the inference step of classic (non-inverted) dropout.
+
+    Use it on the activations (or weights) that ``dropout(..., inverted=False)`` acted
+    on during training.
+
+    Args:
+      x: floating-point array.
+      rate: the drop probability used in training.
+
+    Returns:
+      ``x * (1 - rate)`` in ``x``'s dtype (NaN for a traced rate outside [0, 1]).
+
+    References:
+      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting." JMLR 15, 2014, section 2.
+    """
+    fn = "scale_for_inference"
+    x = check_float_array(fn, "x", x)
+    rate = check_probability(fn, "rate", rate)
+    if isinstance(rate, float):
+        return x * (1.0 - rate)
+    return _mask.poison_invalid(x * (1.0 - rate).astype(x.dtype), rate)
+
+
+def spatial_dropout(
+    key: Any,
+    x: Array,
+    *,
+    rate: float | Array,
+    channel_axis: int = -1,
+) -> Array:
+    """Drops whole feature maps: one draw per (example, channel), shared over space.
+
+    Keras ``SpatialDropout1D/2D/3D`` and PyTorch ``Dropout1d/2d/3d`` semantics, for a
+    batched input with the batch on axis 0: ``(batch, *spatial, channels)`` by default
+    (channels-last, as flax convolutions), or ``channel_axis=1`` for channels-first.
+
+    Args:
+      key: a PRNG key.
+      x: floating-point input of rank >= 3 (batch, at least one spatial axis, channels).
+      rate: probability of dropping a feature map (see ``dropout``).
+      channel_axis: the channel axis (not 0, the batch axis).
+
+    Returns:
+      An array of ``x``'s shape and dtype; kept maps are scaled by 1/(1 - rate).
+
+    References:
+      Tompson, Goroshin, Jain, LeCun, Bregler. "Efficient Object Localization Using
+      Convolutional Networks." CVPR 2015.
+    """
+    fn = "spatial_dropout"
+    ndim = jnp.ndim(x)
+    if ndim < 3:
+        raise fail(
+            fn,
+            f"x must have rank >= 3 (batch, spatial..., channels), got shape {jnp.shape(x)}. "
+            "For (batch, features) inputs use jaxreg.dropout.",
+        )
+    (channel,) = normalize_axes(fn, "channel_axis", channel_axis, ndim)
+    if channel == 0:
+        raise fail(fn, "channel_axis must not be 0, the batch axis.")
+    shared = tuple(d for d in range(1, ndim) if d != channel)
+    return masked(fn, key, x, rate, broadcast_dims=shared)
+
+
+def variational_dropout(
+    key: Any,
+    x: Array,
+    *,
+    rate: float | Array,
+    time_axis: int = 1,
+) -> Array:
+    """Dropout with one mask per sequence, the same at every time step.
+
+    For inputs ``(batch, time, features)`` (``time_axis=1``) each (example, feature)
+    is kept or dropped for the whole sequence. For a recurrent state inside
+    ``jax.lax.scan``, draw the mask once and apply it at every step::
+
+        mask = jaxreg.bernoulli_mask(key, h0.shape, rate=rate)
+
+        def step(h, x_t):
+            h = cell(x_t, jaxreg.apply_mask(h, mask, rate=rate))
+            return h, h
+
+        h, hs = jax.lax.scan(step, h0, xs)
+
+    Args:
+      key: a PRNG key.
+      x: floating-point input with a time axis.
+      rate: probability of dropping a unit (see ``dropout``).
+      time_axis: the axis the mask is shared along.
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    References:
+      Gal, Ghahramani. "A Theoretically Grounded Application of Dropout in Recurrent
+      Neural Networks." NeurIPS 2016.
+    """
+    fn = "variational_dropout"
+    if jnp.ndim(x) < 2:
+        raise fail(fn, f"x must have a time axis and a feature axis, got shape {jnp.shape(x)}.")
+    (time,) = normalize_axes(fn, "time_axis", time_axis, jnp.ndim(x))
+    return masked(fn, key, x, rate, broadcast_dims=(time,))

@@ -1,0 +1,208 @@
+"""Bernoulli keep-masks and how they are applied: the one place every op draws a mask.
+
+``bernoulli_mask`` draws a boolean keep-mask from the bit engine (``_bits``) with a
+threshold on the top 23 bits, which is exactly ``jax.random.bernoulli(key, 1 - rate,
+shape)`` (and so exactly the mask of ``flax.linen.Dropout`` for the same key and rate).
+``apply_mask`` turns a mask into dropout output with a select (never ``x * mask``, so
+``0 * inf`` cannot produce NaN) and divides kept units by the keep probability exactly
+as flax does. A keep probability of 0 is replaced by 1 in the division so that
+``rate = 1`` has zero (not NaN) gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxreg import _bits
+from jaxreg._checks import (
+    check_float_array,
+    check_probability,
+    fail,
+    normalize_axes,
+)
+
+Array = jax.Array
+Rate = float | Array
+Shape = tuple[int, ...]
+
+_MANTISSA = 23  # jax.random.uniform(float32) uses the top 23 bits of each word.
+
+
+def keep_threshold(rate: Rate) -> Array | np.uint32:
+    """The integer threshold T with ``keep <=> (bits >> 9) < T``.
+
+    ``jax.random.uniform`` maps bits to ``u = (bits >> 9) * 2**-23``, and ``bernoulli``
+    keeps where ``u < p`` with ``p = 1 - rate`` in float32; for integer ``m``,
+    ``m * 2**-23 < p <=> m < ceil(p * 2**23)``. The product is exact in float32.
+    """
+    if isinstance(rate, float):
+        p = float(np.float32(1.0 - rate))
+        return np.uint32(math.ceil(p * 2**_MANTISSA))
+    p = 1.0 - rate
+    t = jnp.ceil(p * np.float32(2**_MANTISSA))
+    t = jnp.clip(jnp.nan_to_num(t, nan=0.0), 0.0, float(2**_MANTISSA))
+    return t.astype(jnp.uint32)
+
+
+def draw_keep(key: Array, shape: Shape, rate: Rate) -> Array:
+    """Boolean keep-mask of ``shape`` (keep probability ``1 - rate``); no validation.
+
+    ``key`` must already be a typed key (``_bits.check_key``) and ``rate`` a validated
+    rate. Python rates 0 and 1 give constant masks and draw nothing.
+    """
+    if isinstance(rate, float) and rate == 0.0:
+        return jnp.ones(shape, jnp.bool_)
+    if isinstance(rate, float) and rate == 1.0:
+        return jnp.zeros(shape, jnp.bool_)
+    bits = _bits.random_bits(key, shape)
+    return (bits >> np.uint32(32 - _MANTISSA)) < keep_threshold(rate)
+
+
+def mask_shape(
+    fn: str,
+    shape: Shape,
+    broadcast_dims: int | Sequence[int] = (),
+    noise_shape: Sequence[int | None] | None = None,
+) -> Shape:
+    """Shape of the mask to draw: ``shape`` with shared (broadcast) axes set to 1."""
+    shape = tuple(shape)
+    dims = normalize_axes(fn, "broadcast_dims", broadcast_dims, len(shape))
+    if noise_shape is not None:
+        if dims:
+            raise fail(fn, "pass broadcast_dims or noise_shape, not both.")
+        noise = tuple(noise_shape)
+        ok = len(noise) == len(shape) and all(
+            n is None or n == 1 or n == s for n, s in zip(noise, shape, strict=False)
+        )
+        if not ok:
+            raise fail(
+                fn,
+                f"noise_shape must have one entry per axis of x (shape {shape}), each equal "
+                f"to that axis, 1 (shared) or None; got {noise}.",
+            )
+        return tuple(s if n is None else int(n) for n, s in zip(noise, shape, strict=True))
+    return tuple(1 if i in dims else s for i, s in enumerate(shape))
+
+
+def bernoulli_mask(
+    key: Any,
+    shape: Sequence[int],
+    *,
+    rate: float | Array,
+    broadcast_dims: int | Sequence[int] = (),
+) -> Array:
+    """Draws a boolean keep-mask: True with probability ``1 - rate``.
+
+    For the same key and rate the mask equals ``jax.random.bernoulli(key, 1 - rate,
+    shape)`` (with ``broadcast_dims``: drawn at the reduced shape, as flax does) and so
+    the mask of ``flax.linen.Dropout``.
+
+    Args:
+      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
+      shape: shape of the mask.
+      rate: probability of *dropping* (False), not the keep probability. A Python
+        number in [0, 1] or a scalar array (may be traced); the keep probability is
+        resolved in float32. A traced rate outside [0, 1] gives an unspecified mask;
+        ``apply_mask`` and the dropout ops turn it into NaN outputs.
+      broadcast_dims: axes along which the mask is shared (drawn with size 1 and
+        broadcast), e.g. the time axis for variational dropout.
+
+    Returns:
+      A bool array of ``shape``.
+
+    Example:
+      >>> import jax, jaxreg
+      >>> m = jaxreg.bernoulli_mask(jax.random.key(0), (4, 3), rate=0.5, broadcast_dims=0)
+      >>> m.shape, m.dtype
+      ((4, 3), dtype('bool'))
+
+    References:
+      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting." JMLR 15, 2014.
+    """
+    fn = "bernoulli_mask"
+    key = _bits.check_key(fn, key)
+    rate = check_probability(fn, "rate", rate)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise fail(fn, f"shape must be a tuple of ints, got {shape!r}.", exc=TypeError) from None
+    if any(d < 0 for d in shape):
+        raise fail(fn, f"shape must be non-negative, got {shape}.")
+    drawn = mask_shape(fn, shape, broadcast_dims)
+    return jnp.broadcast_to(draw_keep(key, drawn, rate), shape)
+
+
+def scale_kept(x: Array, mask: Array, rate: Rate, *, inverted: bool) -> Array:
+    """``where(mask, x / (1 - rate), 0)`` (or ``x`` if not inverted); no validation.
+
+    Matches flax's ``lax.select(mask, x / keep_prob, 0)`` bit for bit. A traced rate
+    outside [0, 1] makes every output NaN.
+    """
+    if inverted:
+        if isinstance(rate, float):
+            keep = 1.0 - rate
+            kept = x / (keep if keep > 0.0 else 1.0)
+        else:
+            keep = 1.0 - rate
+            kept = x / jnp.where(keep > 0.0, keep, 1.0).astype(x.dtype)
+    else:
+        kept = x
+    out = jnp.where(mask, kept, jnp.zeros((), x.dtype))
+    return poison_invalid(out, rate)
+
+
+def poison_invalid(out: Array, rate: Rate) -> Array:
+    """NaN everywhere if a traced ``rate`` lies outside [0, 1] (or is NaN)."""
+    if isinstance(rate, float):
+        return out
+    valid = (rate >= 0.0) & (rate <= 1.0)
+    return jnp.where(valid, out, jnp.array(jnp.nan, out.dtype))
+
+
+def apply_mask(
+    x: Array,
+    mask: Array,
+    *,
+    rate: float | Array,
+    inverted: bool = True,
+) -> Array:
+    """Applies a keep-mask: dropped units become 0, kept ones are scaled by 1/(1 - rate).
+
+    ``dropout(key, x, rate=r) == apply_mask(x, bernoulli_mask(key, x.shape, rate=r),
+    rate=r)``. Useful to reuse one mask across the steps of a ``lax.scan`` (variational
+    dropout on a recurrent state).
+
+    Args:
+      x: floating-point array.
+      mask: bool keep-mask, broadcastable to ``x.shape``.
+      rate: the drop probability the mask was drawn with.
+      inverted: if True (default), scale kept units by 1/(1 - rate) so the expectation
+        is unchanged; if False, keep them as they are (the original paper's form: scale
+        by 1 - rate at inference with ``scale_for_inference``).
+
+    Returns:
+      An array of ``x``'s shape and dtype. Gradients flow only through kept units;
+      ``rate = 1`` gives zeros and zero gradients even where ``x`` is inf or NaN.
+    """
+    fn = "apply_mask"
+    x = check_float_array(fn, "x", x)
+    rate = check_probability(fn, "rate", rate)
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise fail(fn, f"mask must be a bool array, got dtype {mask.dtype}.", exc=TypeError)
+    try:
+        out_shape = np.broadcast_shapes(mask.shape, x.shape)
+    except ValueError:
+        out_shape = None
+    if out_shape != x.shape:
+        raise fail(
+            fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}."
+        )
+    return scale_kept(x, mask, rate, inverted=inverted)

@@ -1,0 +1,106 @@
+"""Dropout variants that change values instead of zeroing: Gaussian and alpha dropout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxreg import _bits, _mask
+from jaxreg._checks import check_float_array, check_probability
+
+Array = jax.Array
+
+# SELU's negative saturation value -lambda * alpha (Klambauer et al. 2017).
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+ALPHA_PRIME = -_SELU_SCALE * _SELU_ALPHA
+
+
+def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
+    """Multiplicative Gaussian noise with the variance of Bernoulli dropout.
+
+    Each unit is multiplied by an independent ``N(1, rate / (1 - rate))`` sample: the
+    same mean and variance as inverted dropout's ``Bernoulli(1 - rate) / (1 - rate)``.
+    The noise is drawn in float32 and cast to ``x``'s dtype.
+
+    Args:
+      key: a PRNG key.
+      x: floating-point input.
+      rate: the equivalent drop probability (see ``dropout``). ``rate=1`` (infinite
+        variance) returns zeros with zero gradients, by convention, as dropout does.
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    References:
+      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting." JMLR 15, 2014, section 10 (multiplicative Gaussian noise).
+    """
+    fn = "gaussian_dropout"
+    key = _bits.check_key(fn, key)
+    x = check_float_array(fn, "x", x)
+    rate = check_probability(fn, "rate", rate)
+    if isinstance(rate, float):
+        if rate == 0.0:
+            return x
+        if rate == 1.0:
+            return jnp.zeros_like(x)
+        sigma = np.float32(np.sqrt(rate / (1.0 - rate)))
+        noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
+        return x * noise.astype(x.dtype)
+    keep = 1.0 - rate
+    alive = keep > 0.0
+    sigma = jnp.sqrt(rate / jnp.where(alive, keep, 1.0))
+    noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
+    out = jnp.where(alive, x * noise.astype(x.dtype), jnp.zeros((), x.dtype))
+    return _mask.poison_invalid(out, rate)
+
+
+def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
+    """Dropout for self-normalizing (SELU) networks.
+
+    Dropped units are set to SELU's saturation value ``-lambda * alpha`` (not 0), then
+    an affine map ``a * y + b`` restores zero mean and unit variance for inputs with
+    zero mean and unit variance: with keep probability ``q = 1 - rate`` and
+    ``alpha' = -lambda * alpha``, ``a = (q + alpha'^2 q (1 - q))^(-1/2)`` and
+    ``b = -a (1 - q) alpha'``.
+
+    Args:
+      key: a PRNG key.
+      x: floating-point input (SELU activations).
+      rate: probability of dropping a unit (see ``dropout``). ``rate=1`` returns zeros
+        with zero gradients (the affine correction is undefined there).
+
+    Returns:
+      An array of ``x``'s shape and dtype. Gradients are ``a`` at kept units, 0 at
+      dropped ones.
+
+    References:
+      Klambauer, Unterthiner, Mayr, Hochreiter. "Self-Normalizing Neural Networks."
+      NeurIPS 2017.
+    """
+    fn = "alpha_dropout"
+    key = _bits.check_key(fn, key)
+    x = check_float_array(fn, "x", x)
+    rate = check_probability(fn, "rate", rate)
+    if isinstance(rate, float):
+        if rate == 0.0:
+            return x
+        if rate == 1.0:
+            return jnp.zeros_like(x)
+        q = 1.0 - rate
+    else:
+        q = 1.0 - rate
+        q = jnp.where(q > 0.0, q, 1.0)
+    a = (q + ALPHA_PRIME**2 * q * (1.0 - q)) ** -0.5
+    b = -a * (1.0 - q) * ALPHA_PRIME
+    keep = _mask.draw_keep(key, x.shape, rate)
+    a = jnp.asarray(a).astype(x.dtype)
+    b = jnp.asarray(b).astype(x.dtype)
+    out = a * jnp.where(keep, x, jnp.asarray(ALPHA_PRIME, x.dtype)) + b
+    if not isinstance(rate, float):
+        out = jnp.where(rate < 1.0, out, jnp.zeros((), x.dtype))
+    return _mask.poison_invalid(out, rate)
