@@ -130,5 +130,7 @@ def dropblock(
     kept = jnp.sum(keep, dtype=jnp.float32)
     total = np.float32(keep.size)
     scale = jnp.where(kept > 0, total / jnp.maximum(kept, 1.0), 0.0)
+    if not isinstance(rate, float):
+        keep = keep & (rate < 1.0)  # gamma < 1 at rate 1: drop everything explicitly
     out = jnp.where(keep, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
     return _mask.poison_invalid(out, rate)
