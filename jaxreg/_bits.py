@@ -41,7 +41,7 @@ _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = 0x1BD11BDA
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_key_shape(impl: str) -> Shape:
     return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)
 

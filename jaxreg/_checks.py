@@ -39,7 +39,7 @@ def is_python_number(value: Any) -> bool:
 
 def check_float_array(fn: str, name: str, x: Any) -> Array:
     """Returns ``x`` as a JAX array of a floating dtype, or raises TypeError."""
-    if isinstance(x, (bool, np.bool_)) or not hasattr(x, "dtype") and not is_python_number(x):
+    if isinstance(x, (bool, np.bool_)) or (not hasattr(x, "dtype") and not is_python_number(x)):
         raise fail(
             fn, f"{name} must be a floating-point array, got {type(x).__name__}.", exc=TypeError
         )

@@ -89,8 +89,7 @@ def dropblock(
     if not 3 <= x.ndim <= 5:
         raise fail(
             fn,
-            f"x must be (batch, *spatial, channels) with 1 to 3 spatial axes, "
-            f"got shape {x.shape}.",
+            f"x must be (batch, *spatial, channels) with 1 to 3 spatial axes, got shape {x.shape}.",
         )
     (channel,) = normalize_axes(fn, "channel_axis", channel_axis, x.ndim)
     if channel == 0:

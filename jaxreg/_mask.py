@@ -190,6 +190,10 @@ def apply_mask(
     Returns:
       An array of ``x``'s shape and dtype. Gradients flow only through kept units;
       ``rate = 1`` gives zeros and zero gradients even where ``x`` is inf or NaN.
+
+    References:
+      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting." JMLR 15, 2014 (inverted scaling: section 10's equivalent form).
     """
     fn = "apply_mask"
     x = check_float_array(fn, "x", x)
@@ -202,7 +206,5 @@ def apply_mask(
     except ValueError:
         out_shape = None
     if out_shape != x.shape:
-        raise fail(
-            fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}."
-        )
+        raise fail(fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}.")
     return scale_kept(x, mask, rate, inverted=inverted)

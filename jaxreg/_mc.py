@@ -14,19 +14,22 @@ from jaxreg._checks import check_positive_int, fail
 Array = jax.Array
 
 
-def _moments(outputs: Any) -> tuple[Any, Any, Any]:
-    """(count, mean, sum of squared deviations) of a batch of samples (axis 0), float32+."""
+def _moments(outputs: Any, valid: Array) -> tuple[Array, Any, Any]:
+    """(count, mean, sum of squared deviations) over axis 0 where ``valid``, float32+."""
+    count = jnp.sum(valid, dtype=jnp.float32)
 
-    def one(y):
+    def mean(y):
         y = y.astype(jnp.promote_types(y.dtype, jnp.float32))
-        mean = jnp.mean(y, axis=0)
-        return mean, jnp.sum(jnp.square(y - mean), axis=0)
+        w = valid.reshape((-1,) + (1,) * (y.ndim - 1))
+        return jnp.sum(jnp.where(w, y, 0), axis=0) / jnp.maximum(count, 1.0)
 
-    stats = jax.tree.map(one, outputs)
-    count = jnp.asarray(jax.tree.leaves(outputs)[0].shape[0], jnp.float32)
-    means = jax.tree.map(lambda s: s[0], stats, is_leaf=lambda s: isinstance(s, tuple))
-    m2s = jax.tree.map(lambda s: s[1], stats, is_leaf=lambda s: isinstance(s, tuple))
-    return count, means, m2s
+    def m2(y, m):
+        y = y.astype(m.dtype)
+        w = valid.reshape((-1,) + (1,) * (y.ndim - 1))
+        return jnp.sum(jnp.where(w, jnp.square(y - m), 0), axis=0)
+
+    means = jax.tree.map(mean, outputs)
+    return count, means, jax.tree.map(m2, outputs, means)
 
 
 def _combine(a: tuple, b: tuple) -> tuple:
@@ -34,7 +37,7 @@ def _combine(a: tuple, b: tuple) -> tuple:
     n_a, mean_a, m2_a = a
     n_b, mean_b, m2_b = b
     n = n_a + n_b
-    w = n_b / n
+    w = n_b / jnp.maximum(n, 1.0)
 
     def mean(ma, mb):
         return ma + (mb - ma) * w
@@ -58,7 +61,7 @@ def mc_predict(
 ) -> tuple[Any, Any]:
     """Predictive mean and variance of a stochastic function over independent keys.
 
-    Calls ``fn(key_i, *args)`` for ``num_samples`` keys split from ``key`` (MC dropout:
+    Calls ``fn(key_i, *args)`` for ``num_samples`` keys from ``jax.random.split(key)`` (MC dropout:
     ``fn`` runs the model with dropout on) and returns the mean and the variance
     (``ddof=0``) of its outputs, leaf by leaf for a pytree output. Samples are computed
     with ``jax.vmap`` in chunks of ``chunk_size`` inside a ``lax.scan``, and combined
@@ -92,26 +95,27 @@ def mc_predict(
         raise fail(name, f"fn must be callable, got {type(fn).__name__}.", exc=TypeError)
     key = _bits.check_key(name, key)
     num_samples = check_positive_int(name, "num_samples", num_samples)
-    chunk = num_samples if chunk_size is None else check_positive_int(name, "chunk_size", chunk_size)
+    chunk = (
+        num_samples if chunk_size is None else check_positive_int(name, "chunk_size", chunk_size)
+    )
     chunk = min(chunk, num_samples)
-    keys = jax.random.split(key, num_samples)
-    full, rest = divmod(num_samples, chunk)
+    blocks = -(-num_samples // chunk)
+    # One key array, reshaped (not sliced twice) so the key-reuse checker sees each key
+    # used once; the last block's surplus samples are computed and masked out.
+    keys = jax.random.split(key, blocks * chunk).reshape(blocks, chunk)
+    valid = (jnp.arange(blocks * chunk) < num_samples).reshape(blocks, chunk)
+    template = jax.eval_shape(lambda k: fn(k, *args), jax.ShapeDtypeStruct((), key.dtype))
 
-    def run(chunk_keys):
-        return _moments(jax.vmap(lambda k: fn(k, *args))(chunk_keys))
+    def body(stats, block):
+        block_keys, block_valid = block
+        outputs = jax.vmap(lambda k: fn(k, *args))(block_keys)
+        return _combine(stats, _moments(outputs, block_valid)), None
 
-    stats = run(keys[:chunk])
-    if full > 1:
-        blocks = keys[chunk : full * chunk].reshape(full - 1, chunk)
-
-        def body(carry, block_keys):
-            return _combine(carry, run(block_keys)), None
-
-        stats, _ = jax.lax.scan(body, stats, blocks)
-    if rest:
-        stats = _combine(stats, run(keys[full * chunk :]))
-    _, mean, m2 = stats
-    template = jax.eval_shape(lambda k: fn(k, *args), keys[0])
+    zeros = jax.tree.map(
+        lambda t: jnp.zeros(t.shape, jnp.promote_types(t.dtype, jnp.float32)), template
+    )
+    init = (jnp.float32(0.0), zeros, zeros)
+    (_, mean, m2), _ = jax.lax.scan(body, init, (keys, valid))
     mean = jax.tree.map(lambda v, t: v.astype(t.dtype), mean, template)
     var = jax.tree.map(lambda v, t: (v / num_samples).astype(t.dtype), m2, template)
     return mean, var

@@ -47,7 +47,9 @@ def _ones_units(call, shape, view):
 
 def _batch_units(call, n):
     keys = lambda key: jax.random.split(key, n)  # noqa: E731
-    return lambda key, rate: jax.vmap(lambda k: call(k, jnp.ones((2, 3)), rate)[0, 0])(keys(key)) != 0
+    return lambda key, rate: (
+        jax.vmap(lambda k: call(k, jnp.ones((2, 3)), rate)[0, 0])(keys(key)) != 0
+    )
 
 
 _dropout = lambda k, x, r: jaxreg.dropout(k, x, rate=r)  # noqa: E731
@@ -71,24 +73,65 @@ def _dropconnect_like_mask(k, x, r):
 
 OPS: tuple[Op, ...] = (
     Op("dropout", _dropout, (8, 16), "mask", _ones_units(_dropout, (1000, 1000), lambda y: y)),
-    Op("dropout_classic", _classic, (8, 16), "classic",
-       _ones_units(_classic, (1000, 1000), lambda y: y)),
-    Op("dropout_broadcast", _shared, (4, 16), "mask",
-       _ones_units(_shared, (3, 1_000_000), lambda y: y[0])),
-    Op("dropout_noise_shape", _noise, (4, 5, 6), "mask",
-       _ones_units(_noise, (1000, 2, 1000), lambda y: y[:, 0])),
-    Op("mask_then_apply", _dropconnect_like_mask, (8, 16), "mask",
-       _ones_units(_dropconnect_like_mask, (1000, 1000), lambda y: y), short_circuits=False),
-    Op("spatial_dropout", _spatial, (4, 3, 5, 6), "mask",
-       _ones_units(_spatial, (1000, 2, 2, 1000), lambda y: y[:, 0, 0])),
-    Op("spatial_dropout_channels_first", _spatial_cf, (4, 6, 3, 5), "mask",
-       _ones_units(_spatial_cf, (1000, 1000, 3), lambda y: y[:, :, 0])),
-    Op("variational_dropout", _variational, (4, 7, 6), "mask",
-       _ones_units(_variational, (1000, 3, 1000), lambda y: y[:, 0])),
+    Op(
+        "dropout_classic",
+        _classic,
+        (8, 16),
+        "classic",
+        _ones_units(_classic, (1000, 1000), lambda y: y),
+    ),
+    Op(
+        "dropout_broadcast",
+        _shared,
+        (4, 16),
+        "mask",
+        _ones_units(_shared, (3, 1_000_000), lambda y: y[0]),
+    ),
+    Op(
+        "dropout_noise_shape",
+        _noise,
+        (4, 5, 6),
+        "mask",
+        _ones_units(_noise, (1000, 2, 1000), lambda y: y[:, 0]),
+    ),
+    Op(
+        "mask_then_apply",
+        _dropconnect_like_mask,
+        (8, 16),
+        "mask",
+        _ones_units(_dropconnect_like_mask, (1000, 1000), lambda y: y),
+        short_circuits=False,
+    ),
+    Op(
+        "spatial_dropout",
+        _spatial,
+        (4, 3, 5, 6),
+        "mask",
+        _ones_units(_spatial, (1000, 2, 2, 1000), lambda y: y[:, 0, 0]),
+    ),
+    Op(
+        "spatial_dropout_channels_first",
+        _spatial_cf,
+        (4, 6, 3, 5),
+        "mask",
+        _ones_units(_spatial_cf, (1000, 1000, 3), lambda y: y[:, :, 0]),
+    ),
+    Op(
+        "variational_dropout",
+        _variational,
+        (4, 7, 6),
+        "mask",
+        _ones_units(_variational, (1000, 3, 1000), lambda y: y[:, 0]),
+    ),
     Op("gaussian_dropout", _gaussian, (8, 16), "affine"),
     Op("alpha_dropout", _alpha, (8, 16), "affine"),
-    Op("drop_path_row", _row, (8, 3, 4), "mask",
-       _ones_units(_row, (1_000_000, 2), lambda y: y[:, 0])),
+    Op(
+        "drop_path_row",
+        _row,
+        (8, 3, 4),
+        "mask",
+        _ones_units(_row, (1_000_000, 2), lambda y: y[:, 0]),
+    ),
     Op("drop_path_batch", _batch, (8, 3), "mask", _batch_units(_batch, 1_000_000)),
     Op("dropblock", _block, (2, 9, 9, 3), "block"),
 )

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ops import OPS
-from stats import assert_binomial
 
 import jaxreg
+from ops import OPS
+from stats import assert_binomial
 
 ids = [op.name for op in OPS]
 params = pytest.mark.parametrize("op", OPS, ids=ids)
@@ -196,7 +196,11 @@ def test_bad_traced_rate_gives_nan(op, rate):
     [
         (0, TypeError, "key must be a PRNG key"),
         (np.float32(1.0), TypeError, "key must be a PRNG key"),
-        (np.zeros((3,), np.uint32), ValueError, "key must be a PRNG key: .* has shape \\(2,\\), got shape \\(3,\\)"),
+        (
+            np.zeros((3,), np.uint32),
+            ValueError,
+            "key must be a PRNG key: .* has shape \\(2,\\), got shape \\(3,\\)",
+        ),
     ],
     ids=["int", "float", "wrong-shape"],
 )

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from stats import (
     assert_binomial,
     assert_mean,

@@ -1,0 +1,122 @@
+"""dropout / scale_for_inference / spatial_dropout / variational_dropout specifics."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxreg
+from stats import assert_mean
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
+def test_inverted_and_classic_dropout_have_the_same_expectation(rate):
+    # E[inverted train output] = x = inference output; E[classic train output] =
+    # (1 - rate) x = scale_for_inference(x). Both train/inference pairs agree.
+    x = jnp.full((1_000_000,), 1.5)
+    inverted = jaxreg.dropout(jax.random.key(0), x, rate=rate)
+    classic = jaxreg.dropout(jax.random.key(1), x, rate=rate, inverted=False)
+    assert_mean(np.asarray(inverted), 1.5)
+    assert_mean(np.asarray(classic), float(jaxreg.scale_for_inference(jnp.float32(1.5), rate=rate)))
+    np.testing.assert_allclose(jaxreg.scale_for_inference(x[:3], rate=rate), 1.5 * (1 - rate))
+
+
+def test_scale_for_inference_traced_and_errors():
+    x = jnp.ones(3, jnp.bfloat16)
+    y = jax.jit(lambda r: jaxreg.scale_for_inference(x, rate=r))(jnp.float32(0.25))
+    assert y.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(y, 0.75)
+    assert bool(jnp.isnan(jax.jit(lambda r: jaxreg.scale_for_inference(x, rate=r))(2.0)).all())
+    with pytest.raises(ValueError, match=r"jaxreg\.scale_for_inference: rate must be in"):
+        jaxreg.scale_for_inference(x, rate=-1)
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        jaxreg.scale_for_inference(jnp.ones(3, jnp.int32), rate=0.5)
+
+
+def test_noise_shape_is_keras_semantics_and_validated():
+    x = jnp.ones((4, 5, 6))
+    y = jaxreg.dropout(jax.random.key(2), x, rate=0.5, noise_shape=(4, 1, 6))
+    m = jaxreg.bernoulli_mask(jax.random.key(2), x.shape, rate=0.5, broadcast_dims=(1,))
+    np.testing.assert_array_equal(y != 0, m)
+    with pytest.raises(ValueError, match=r"jaxreg\.dropout: noise_shape must have one entry"):
+        jaxreg.dropout(jax.random.key(3), x, rate=0.5, noise_shape=(4, 2, 6))
+    with pytest.raises(ValueError, match="noise_shape must have one entry"):
+        jaxreg.dropout(jax.random.key(3), x, rate=0.5, noise_shape=(4, 6))
+    with pytest.raises(ValueError, match="pass broadcast_dims or noise_shape, not both"):
+        jaxreg.dropout(jax.random.key(3), x, rate=0.5, noise_shape=(4, 1, 6), broadcast_dims=0)
+
+
+def test_broadcast_dims_negative_is_normalised_and_out_of_range_rejected():
+    x = jnp.ones((3, 4, 5))
+    a = jaxreg.dropout(jax.random.key(4), x, rate=0.5, broadcast_dims=(-1,))
+    b = jaxreg.dropout(jax.random.key(4), x, rate=0.5, broadcast_dims=(2,))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"jaxreg\.dropout: broadcast_dims holds axis -4"):
+        jaxreg.dropout(jax.random.key(5), x, rate=0.5, broadcast_dims=(-4,))
+    with pytest.raises(ValueError, match="repeats an axis"):
+        jaxreg.dropout(jax.random.key(5), x, rate=0.5, broadcast_dims=(1, -2))
+    with pytest.raises(TypeError, match="broadcast_dims must hold ints"):
+        jaxreg.dropout(jax.random.key(5), x, rate=0.5, broadcast_dims=(1.0,))
+
+
+@pytest.mark.parametrize("channel_axis", [-1, 1])
+def test_spatial_dropout_drops_whole_feature_maps(channel_axis):
+    x = jnp.ones((64, 5, 6, 32)) if channel_axis == -1 else jnp.ones((64, 32, 5, 6))
+    y = np.asarray(
+        jaxreg.spatial_dropout(jax.random.key(6), x, rate=0.5, channel_axis=channel_axis)
+    )
+    maps = y if channel_axis == -1 else np.moveaxis(y, 1, -1)
+    kept = (maps != 0).reshape(64, -1, 32)
+    assert np.all(kept.all(axis=1) | (~kept).all(axis=1))  # each map all kept or all dropped
+    assert 0 < kept[:, 0].sum() < kept[:, 0].size  # and the draws vary by (example, channel)
+    assert not np.all(kept[0, 0] == kept[1, 0])
+
+
+def test_spatial_dropout_errors():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"jaxreg\.spatial_dropout: x must have rank >= 3"):
+        jaxreg.spatial_dropout(key, jnp.ones((4, 3)), rate=0.5)
+    with pytest.raises(ValueError, match="channel_axis must not be 0"):
+        jaxreg.spatial_dropout(key, jnp.ones((4, 3, 2)), rate=0.5, channel_axis=0)
+    with pytest.raises(ValueError, match="channel_axis holds axis 3, out of range"):
+        jaxreg.spatial_dropout(key, jnp.ones((4, 3, 2)), rate=0.5, channel_axis=3)
+
+
+def test_variational_dropout_same_mask_at_every_time_step():
+    x = jnp.ones((16, 10, 32))
+    y = np.asarray(jaxreg.variational_dropout(jax.random.key(7), x, rate=0.5))
+    kept = y != 0
+    assert np.all(kept == kept[:, :1, :])
+    assert 0 < kept[:, 0].sum() < kept[:, 0].size
+    with pytest.raises(ValueError, match=r"jaxreg\.variational_dropout: x must have a time axis"):
+        jaxreg.variational_dropout(jax.random.key(8), jnp.ones(5), rate=0.5)
+    with pytest.raises(ValueError, match="time_axis holds axis 2, out of range"):
+        jaxreg.variational_dropout(jax.random.key(8), jnp.ones((2, 5)), rate=0.5, time_axis=2)
+
+
+def test_recurrent_state_mask_recipe_in_scan():
+    """The documented recipe: draw the state mask once, apply it at every scan step."""
+    batch, hidden, steps, rate = 8, 16, 12, 0.5
+    w = jax.random.normal(jax.random.key(9), (hidden, hidden)) * 0.3
+    xs = jax.random.normal(jax.random.key(10), (steps, batch, hidden))
+    h0 = jnp.ones((batch, hidden))
+
+    def run(key):
+        mask = jaxreg.bernoulli_mask(key, h0.shape, rate=rate)
+
+        def step(h, x_t):
+            dropped = jaxreg.apply_mask(h, mask, rate=rate)
+            h = jnp.tanh(x_t + dropped @ w)
+            return h, dropped
+
+        return jax.lax.scan(step, h0, xs)
+
+    (h, dropped) = jax.jit(run)(jax.random.key(11))
+    mask = np.asarray(jaxreg.bernoulli_mask(jax.random.key(11), h0.shape, rate=rate))
+    # The same units are zero at every step, and they are exactly the mask's zeros.
+    np.testing.assert_array_equal(np.asarray(dropped) != 0, np.broadcast_to(mask, dropped.shape))
+    # A plain Python loop with the same mask gives the same final state.
+    hl = h0
+    for t in range(steps):
+        hl = jnp.tanh(xs[t] + jaxreg.apply_mask(hl, mask, rate=rate) @ w)
+    np.testing.assert_allclose(h, hl, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,52 @@
+"""Gaussian and alpha dropout: exact noise and first two moments."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxreg
+from jaxreg._noise import ALPHA_PRIME
+from stats import assert_binomial, assert_mean, assert_variance
+
+N = 1_000_000
+
+
+def test_gaussian_noise_is_jax_normal_scaled():
+    rate = 0.3
+    y = jaxreg.gaussian_dropout(jax.random.key(0), jnp.ones((64, 33)), rate=rate)
+    eps = jax.random.normal(jax.random.key(0), (64, 33))
+    np.testing.assert_allclose(y, 1 + np.sqrt(rate / (1 - rate)) * eps, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
+def test_gaussian_dropout_moments_match_bernoulli_dropout(rate):
+    y = np.asarray(jaxreg.gaussian_dropout(jax.random.key(1), jnp.ones(N), rate=rate))
+    assert_mean(y, 1.0)
+    assert_variance(y, rate / (1 - rate))
+    # Inverted Bernoulli dropout has the same two moments.
+    b = np.asarray(jaxreg.dropout(jax.random.key(2), jnp.ones(N), rate=rate))
+    assert_mean(b, 1.0)
+    assert_variance(b, rate / (1 - rate))
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.2, 0.5])
+def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
+    x = jax.random.normal(jax.random.key(3), (N,))
+    y = np.asarray(jaxreg.alpha_dropout(jax.random.key(4), x, rate=rate), np.float64)
+    assert_mean(y, 0.0)
+    assert_variance(y, 1.0)
+
+
+def test_alpha_dropout_values_and_keep_fraction():
+    rate = 0.2
+    q = 1 - rate
+    a = (q + ALPHA_PRIME**2 * q * (1 - q)) ** -0.5
+    b = -a * (1 - q) * ALPHA_PRIME
+    x = jax.random.normal(jax.random.key(5), (N,))
+    y = np.asarray(jaxreg.alpha_dropout(jax.random.key(6), x, rate=rate))
+    keep = np.asarray(jaxreg.bernoulli_mask(jax.random.key(6), (N,), rate=rate))
+    np.testing.assert_allclose(
+        y, np.where(keep, a * np.asarray(x) + b, a * ALPHA_PRIME + b), rtol=1e-5, atol=1e-6
+    )
+    assert_binomial(int(keep.sum()), N, q)
