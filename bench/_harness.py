@@ -1,0 +1,113 @@
+"""Shared benchmark harness: warm-up, many repeats, medians, ratios in one process.
+
+Every figure is measured in the same process as its reference (the memory-bandwidth
+floor ``x * 2``), so the ratios are meaningful on a shared, noisy machine even when the
+absolute times are not. Compile time is reported apart from run time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Run-time statistics of one compiled function, in seconds."""
+
+    median: float
+    p10: float
+    p90: float
+    compile: float
+    repeats: int
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: the relative spread of the repeats."""
+        return (self.p90 - self.p10) / self.median
+
+
+def measure(
+    fn: Callable[..., Any],
+    *args: Any,
+    repeats: int | None = None,
+    min_time: float = 1.0,
+    warmup: int = 3,
+) -> Timing:
+    """Times ``jax.jit(fn)(*args)``: compile once, warm up, then repeat.
+
+    Without ``repeats``, repeats until ``min_time`` seconds have passed (at least 10,
+    at most 500 times).
+    """
+    jitted = jax.jit(fn)
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    for _ in range(warmup):
+        jax.block_until_ready(compiled(*args))
+    times = []
+    budget_start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+        n = len(times)
+        if repeats is not None:
+            if n >= repeats:
+                break
+        elif (n >= 10 and time.perf_counter() - budget_start > min_time) or n >= 500:
+            break
+    q = np.quantile(times, [0.1, 0.9])
+    return Timing(statistics.median(times), float(q[0]), float(q[1]), compile_s, len(times))
+
+
+def interleaved(
+    fns: dict[str, tuple[Callable[..., Any], tuple]], rounds: int = 5, min_time: float = 0.4
+) -> dict[str, Timing]:
+    """Measures several functions in alternating rounds; median of the per-round medians.
+
+    Alternating the rows spreads slow phases of a shared machine over all of them.
+    """
+    per_round: dict[str, list[Timing]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, (fn, args) in fns.items():
+            per_round[name].append(measure(fn, *args, min_time=min_time, warmup=1))
+    out = {}
+    for name, ts in per_round.items():
+        meds = sorted(t.median for t in ts)
+        out[name] = Timing(
+            statistics.median(meds),
+            meds[0],
+            meds[-1],
+            ts[0].compile,
+            sum(t.repeats for t in ts),
+        )
+    return out
+
+
+def environment() -> str:
+    """One line naming the device, the host and the versions."""
+    import jaxlib
+
+    dev = jax.devices()[0]
+    kind = getattr(dev, "device_kind", dev.platform)
+    versions = f"jax {jax.__version__}, jaxlib {jaxlib.__version__}"
+    try:
+        import flax
+
+        versions += f", flax {flax.__version__}"
+    except ImportError:
+        pass
+    import os
+
+    return (
+        f"device: {dev.platform} ({kind}) x{jax.device_count()}; host: {platform.machine()}, "
+        f"{os.cpu_count()} cores; {versions}; python {platform.python_version()}"
+    )
