@@ -203,3 +203,13 @@ def check_same_structure(fn: str, name: str, tree: Any, params: Any) -> None:
         f"{_brief(str(params_def))}.{detail} Build it with jax.tree.map over params or a "
         "filter such as jaxreg.kernels_only.",
     )
+
+
+def normalize_leaf_axes(
+    fn: str, name: str, axes: int | Sequence[int], ndim: int, leaf: str
+) -> tuple[int, ...]:
+    """``normalize_axes`` for one leaf of a pytree; an error also names the leaf."""
+    try:
+        return normalize_axes(fn, name, axes, ndim)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{err} (params leaf {leaf!r})") from None
