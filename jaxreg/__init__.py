@@ -19,6 +19,7 @@ from jaxreg._noise import alpha_dropout as alpha_dropout
 from jaxreg._noise import gaussian_dropout as gaussian_dropout
 
 # Penalties, constraints, proximal operators, filters
+# isort: split
 from jaxreg._constraints import max_norm as max_norm
 from jaxreg._constraints import non_negative as non_negative
 from jaxreg._constraints import unit_norm as unit_norm

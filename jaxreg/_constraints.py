@@ -23,9 +23,7 @@ def _group_norms(fn: str, path: tuple, w: Array, axis: Axis) -> tuple[Array, Arr
     return x, safe_norm(x, axes)
 
 
-def max_norm(
-    params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Where = None
-) -> PyTree:
+def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Where = None) -> PyTree:
     """Rescales every unit whose weight norm exceeds ``max_value`` down to ``max_value``.
 
     ``axis`` names the axes each norm runs over, as in Keras's ``MaxNorm``: for a Dense

@@ -50,9 +50,12 @@ def key_names(path: tuple[Any, ...]) -> tuple[str, ...]:
         else:
             names.append(str(entry))
     last = path[-1] if path else None
-    if len(names) > 1 and isinstance(last, jax.tree_util.GetAttrKey):
-        if last.name in _VARIABLE_ATTRS:
-            names.pop()
+    if (
+        len(names) > 1
+        and isinstance(last, jax.tree_util.GetAttrKey)
+        and last.name in _VARIABLE_ATTRS
+    ):
+        names.pop()
     return tuple(names)
 
 
@@ -112,9 +115,7 @@ def kernels_only(params: PyTree, *, include_embeddings: bool = False) -> PyTree:
             return False
         if names and names[-1].lower() in NON_KERNEL_NAMES:
             return False
-        if not include_embeddings and any("embed" in n.lower() for n in names):
-            return False
-        return True
+        return include_embeddings or not any("embed" in n.lower() for n in names)
 
     return _map_with_names(select, params)
 
@@ -210,9 +211,7 @@ def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
     return mask
 
 
-def map_selected(
-    fn: Callable[[tuple[Any, ...], Any], Any], params: PyTree, mask: PyTree
-) -> PyTree:
+def map_selected(fn: Callable[[tuple[Any, ...], Any], Any], params: PyTree, mask: PyTree) -> PyTree:
     """Applies ``fn(key_path, leaf)`` to the selected leaves; others are unchanged."""
     return jax.tree_util.tree_map_with_path(
         lambda path, m, leaf: fn(path, leaf) if m else leaf, mask, params

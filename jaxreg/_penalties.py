@@ -153,9 +153,7 @@ def elastic_net_penalty(
     l1 = check_scalar_nonnegative(fn, "l1", l1)
     l2 = check_scalar_nonnegative(fn, "l2", l2)
     mask = resolve_where(fn, params, where)
-    return l1_penalty(params, strength=l1, where=mask) + l2_penalty(
-        params, strength=l2, where=mask
-    )
+    return l1_penalty(params, strength=l1, where=mask) + l2_penalty(params, strength=l2, where=mask)
 
 
 def group_lasso_penalty(

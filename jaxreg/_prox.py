@@ -58,9 +58,7 @@ def prox_l1(params: PyTree, *, threshold: Strength, where: Where = None) -> PyTr
     return map_selected(lambda _, w: poison_negative(soft_threshold(w, t), t), params, mask)
 
 
-def prox_elastic_net(
-    params: PyTree, *, l1: Strength, l2: Strength, where: Where = None
-) -> PyTree:
+def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where = None) -> PyTree:
     """Proximal operator of ``l1 * sum(|w|) + l2 * sum(w**2)`` (``elastic_net_penalty``).
 
     ``argmin_x l1 |x| + l2 x^2 + (x - w)^2 / 2 = soft_threshold(w, l1) / (1 + 2 l2)``.
