@@ -212,4 +212,4 @@ def normalize_leaf_axes(
     try:
         return normalize_axes(fn, name, axes, ndim)
     except (ValueError, TypeError) as err:
-        raise type(err)(f"{err} (params leaf {leaf!r})") from None
+        raise type(err)(f"{err} Params leaf: {leaf!r}.") from None
