@@ -178,7 +178,8 @@ def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
     """Turns a ``where`` argument into a validated bool pytree of ``params``' structure.
 
     ``None`` selects every array leaf (non-array leaves such as functions are skipped).
-    A callable is called on ``params``. The result must have exactly ``params``'
+    A callable is called on ``params``, except a callable pytree with exactly
+    ``params``' structure (an equinox module of bools), which is the mask itself. The result must have exactly ``params``'
     structure (ValueError otherwise) and Python bool leaves; every selected leaf must be
     a floating-point array (TypeError otherwise).
 
@@ -193,7 +194,9 @@ def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
     if where is None:
         mask = jax.tree_util.tree_map(is_array, params)
     else:
-        mask = where(params) if callable(where) else where
+        # An equinox module of bools is callable but is a mask, not a filter function.
+        is_mask = jax.tree_util.tree_structure(where) == jax.tree_util.tree_structure(params)
+        mask = where(params) if callable(where) and not is_mask else where
         check_same_structure(fn, "where", mask, params)
         mask = jax.tree_util.tree_map_with_path(lambda p, f: _check_bool(fn, p, f), mask)
     for (path, leaf), selected in zip(
