@@ -179,9 +179,10 @@ def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
 
     ``None`` selects every array leaf (non-array leaves such as functions are skipped).
     A callable is called on ``params``, except a callable pytree with exactly
-    ``params``' structure (an equinox module of bools), which is the mask itself. The result must have exactly ``params``'
-    structure (ValueError otherwise) and Python bool leaves; every selected leaf must be
-    a floating-point array (TypeError otherwise).
+    ``params``' structure (an equinox module of bools), which is the mask itself. The
+    result must have exactly ``params``' structure (ValueError otherwise) and Python
+    bool leaves; every selected leaf must be a floating-point array (TypeError
+    otherwise).
 
     Args:
       fn: the public function's name, for error messages.
