@@ -45,7 +45,7 @@ def prox_l1(params: PyTree, *, threshold: Strength, where: Where = None) -> PyTr
     Example:
       >>> import jax.numpy as jnp, jaxreg
       >>> jaxreg.prox_l1(jnp.array([0.5, -2.0, 1.5]), threshold=1.0)
-      Array([ 0., -1.,  0.5], dtype=float32)
+      Array([ 0. , -1. ,  0.5], dtype=float32)
 
     References:
       Tibshirani. "Regression Shrinkage and Selection via the Lasso." JRSS B, 1996.
