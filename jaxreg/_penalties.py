@@ -21,7 +21,7 @@ from jaxreg._checks import (
     normalize_leaf_axes,
     poison_negative,
 )
-from jaxreg._filters import PyTree, Where, path_string, resolve_where, selected_leaves
+from jaxreg._filters import PyTree, Where, path_string, resolve_where
 
 Array = jax.Array
 Strength = float | Array
@@ -50,12 +50,18 @@ def safe_norm(x: Array, axes: tuple[int, ...]) -> Array:
 
 
 def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Strength) -> Array:
-    """``strength * sum(term(leaf))`` over the selected leaves, in float32 or wider."""
+    """``strength * sum(term(path, leaf))`` over the selected leaves, in float32 or wider.
+
+    ``term`` receives the leaf's ``/``-joined path (for error messages) and the leaf
+    cast to ``accumulation_dtype``, and returns a scalar.
+    """
     mask = resolve_where(fn, params, where)
     total = jnp.zeros((), jnp.float32)
-    for leaf in selected_leaves(params, mask):
-        x = leaf.astype(accumulation_dtype(leaf))
-        total = total + jnp.sum(term(x))
+    for (path, leaf), m in zip(
+        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask), strict=True
+    ):
+        if m:
+            total = total + term(path_string(path), leaf.astype(accumulation_dtype(leaf)))
     return poison_negative(strength * total, strength)
 
 
@@ -88,7 +94,7 @@ def l1_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
     """
     fn = "l1_penalty"
     strength = check_scalar_nonnegative(fn, "strength", strength)
-    return _total(fn, params, where, abs_with_sign_gradient, strength)
+    return _total(fn, params, where, lambda _, x: jnp.sum(abs_with_sign_gradient(x)), strength)
 
 
 def l2_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None) -> Array:
@@ -123,7 +129,7 @@ def l2_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
     """
     fn = "l2_penalty"
     strength = check_scalar_nonnegative(fn, "strength", strength)
-    return _total(fn, params, where, jnp.square, strength)
+    return _total(fn, params, where, lambda _, x: jnp.sum(jnp.square(x)), strength)
 
 
 def elastic_net_penalty(
@@ -185,15 +191,11 @@ def group_lasso_penalty(
     """
     fn = "group_lasso_penalty"
     strength = check_scalar_nonnegative(fn, "strength", strength)
-    mask = resolve_where(fn, params, where)
-    total = jnp.zeros((), jnp.float32)
-    for (path, leaf), m in zip(
-        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask), strict=True
-    ):
-        if m:
-            axes = normalize_leaf_axes(fn, "axis", axis, leaf.ndim, path_string(path))
-            total = total + jnp.sum(safe_norm(leaf.astype(accumulation_dtype(leaf)), axes))
-    return poison_negative(strength * total, strength)
+
+    def term(path: str, x: Array) -> Array:
+        return jnp.sum(safe_norm(x, normalize_leaf_axes(fn, "axis", axis, x.ndim, path)))
+
+    return _total(fn, params, where, term, strength)
 
 
 ORTHOGONAL_MODES = ("frobenius", "cosine")
@@ -201,7 +203,7 @@ ORTHOGONAL_MODES = ("frobenius", "cosine")
 
 def _orthogonality(w: Array, mode: str) -> Array:
     """The unscaled penalty of one kernel, as a matrix ``(fan_in, units)``."""
-    m = w.reshape(-1, w.shape[-1]).astype(accumulation_dtype(w))
+    m = w.reshape(-1, w.shape[-1])
     units = m.shape[1]
     if mode == "frobenius":
         gram = m.T @ m
@@ -250,19 +252,14 @@ def orthogonal_penalty(
     fn = "orthogonal_penalty"
     strength = check_scalar_nonnegative(fn, "strength", strength)
     mode = check_choice(fn, "mode", mode, ORTHOGONAL_MODES)
-    mask = resolve_where(fn, w, where)
-    total = jnp.zeros((), jnp.float32)
-    for (path, leaf), m in zip(
-        jax.tree_util.tree_leaves_with_path(w), jax.tree_util.tree_leaves(mask), strict=True
-    ):
-        if not m:
-            continue
-        if leaf.ndim < 2:
-            name = path_string(path) or "w"
+
+    def term(path: str, x: Array) -> Array:
+        if x.ndim < 2:
             raise fail(
                 fn,
-                f"every selected leaf must have rank >= 2, got shape {leaf.shape} at "
-                f"{name!r}. Select kernels only, e.g. where=jaxreg.kernels_only.",
+                f"every selected leaf must have rank >= 2, got shape {x.shape} at "
+                f"{path or 'w'!r}. Select kernels only, e.g. where=jaxreg.kernels_only.",
             )
-        total = total + _orthogonality(leaf, mode)
-    return poison_negative(strength * total, strength)
+        return _orthogonality(x, mode)
+
+    return _total(fn, w, where, term, strength)
