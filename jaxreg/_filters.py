@@ -221,9 +221,3 @@ def map_selected(fn: Callable[[tuple[Any, ...], Any], Any], params: PyTree, mask
         lambda path, m, leaf: fn(path, leaf) if m else leaf, mask, params
     )
 
-
-def selected_leaves(params: PyTree, mask: PyTree) -> list[Any]:
-    """The selected leaves, in ``jax.tree.leaves`` order."""
-    leaves = jax.tree_util.tree_leaves(params)
-    flags = jax.tree_util.tree_leaves(mask)
-    return [leaf for leaf, m in zip(leaves, flags, strict=True) if m]
