@@ -188,8 +188,9 @@ def check_same_structure(fn: str, name: str, tree: Any, params: Any) -> None:
     keystr = jax.tree_util.keystr
     tree_paths = [keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
     params_paths = [keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
-    missing = [p for p in params_paths if p not in set(tree_paths)]
-    extra = [p for p in tree_paths if p not in set(params_paths)]
+    tree_set, params_set = set(tree_paths), set(params_paths)
+    missing = [p for p in params_paths if p not in tree_set]
+    extra = [p for p in tree_paths if p not in params_set]
     if missing:
         detail = f" The params leaf {missing[0]} has no entry in {name}."
     elif extra:

@@ -148,7 +148,11 @@ def test_where_none_rejects_integer_params():
 
 def test_where_prefix_is_an_error_not_a_guess():
     params = {"a": {"w": jnp.ones(2), "b": jnp.ones(2)}, "c": jnp.ones(2)}
-    with pytest.raises(ValueError, match=r"jaxreg.l2_penalty: where must have the same pytree"):
+    with pytest.raises(
+        ValueError,
+        match=r"^jaxreg\.l2_penalty: where must have the same pytree structure as params .*"
+        r"got PyTreeDef\(\{'a': \*, 'c': \*\}\) for params PyTreeDef\(\{'a': \{",
+    ):
         jaxreg.l2_penalty(params, where={"a": True, "c": False})
     with pytest.raises(ValueError, match=r"params leaf \['a'\]\['b'\] has no entry in where"):
         jaxreg.l2_penalty(params, where={"a": {"w": True}, "c": False})
