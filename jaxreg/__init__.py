@@ -18,6 +18,23 @@ from jaxreg._mc import mc_predict as mc_predict
 from jaxreg._noise import alpha_dropout as alpha_dropout
 from jaxreg._noise import gaussian_dropout as gaussian_dropout
 
+# Penalties, constraints, proximal operators, filters
+# isort: split
+from jaxreg._constraints import max_norm as max_norm
+from jaxreg._constraints import non_negative as non_negative
+from jaxreg._constraints import unit_norm as unit_norm
+from jaxreg._filters import by_path as by_path
+from jaxreg._filters import kernels_only as kernels_only
+from jaxreg._filters import resolve_where as resolve_where
+from jaxreg._penalties import elastic_net_penalty as elastic_net_penalty
+from jaxreg._penalties import group_lasso_penalty as group_lasso_penalty
+from jaxreg._penalties import l1_penalty as l1_penalty
+from jaxreg._penalties import l2_penalty as l2_penalty
+from jaxreg._penalties import orthogonal_penalty as orthogonal_penalty
+from jaxreg._prox import prox_elastic_net as prox_elastic_net
+from jaxreg._prox import prox_group_lasso as prox_group_lasso
+from jaxreg._prox import prox_l1 as prox_l1
+
 __version__ = "0.1.0.dev0"
 
 __all__ = [
@@ -34,4 +51,19 @@ __all__ = [
     "scale_for_inference",
     "spatial_dropout",
     "variational_dropout",
+    # Penalties, constraints, proximal operators, filters
+    "by_path",
+    "elastic_net_penalty",
+    "group_lasso_penalty",
+    "kernels_only",
+    "l1_penalty",
+    "l2_penalty",
+    "max_norm",
+    "non_negative",
+    "orthogonal_penalty",
+    "prox_elastic_net",
+    "prox_group_lasso",
+    "prox_l1",
+    "resolve_where",
+    "unit_norm",
 ]

@@ -143,3 +143,74 @@ def normalize_axes(fn: str, name: str, axes: int | Sequence[int], ndim: int) -> 
     if len(set(out)) != len(out):
         raise fail(fn, f"{name} repeats an axis: {items!r}.")
     return tuple(sorted(out))
+
+
+# Checks shared by penalties, constraints, proximal operators and filters.
+
+
+def check_scalar_nonnegative(fn: str, name: str, value: Any) -> float | Array:
+    """Like ``check_nonnegative``, and the value must be a scalar (vmap for several)."""
+    out = check_nonnegative(fn, name, value)
+    if not isinstance(out, float) and np.ndim(out) != 0:
+        raise fail(
+            fn,
+            f"{name} must be a scalar, got shape {np.shape(out)}. "
+            f"To use several values at once, jax.vmap over {name}.",
+        )
+    return out
+
+
+def poison_negative(out: Array, value: float | Array) -> Array:
+    """NaN everywhere if a traced (non-Python) ``value`` is negative or NaN."""
+    if isinstance(value, float):
+        return out
+    return jnp.where(value >= 0, out, jnp.array(jnp.nan, out.dtype))
+
+
+def check_choice(fn: str, name: str, value: Any, choices: Sequence[str]) -> str:
+    """Validates a string option against ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise fail(fn, f"{name} must be one of {options}, got {value!r}.")
+    return value
+
+
+def _brief(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_same_structure(fn: str, name: str, tree: Any, params: Any) -> None:
+    """Raises ValueError unless ``tree`` has exactly the pytree structure of ``params``."""
+    tree_def = jax.tree_util.tree_structure(tree)
+    params_def = jax.tree_util.tree_structure(params)
+    if tree_def == params_def:
+        return
+    keystr = jax.tree_util.keystr
+    tree_paths = [keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
+    params_paths = [keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    tree_set, params_set = set(tree_paths), set(params_paths)
+    missing = [p for p in params_paths if p not in tree_set]
+    extra = [p for p in tree_paths if p not in params_set]
+    if missing:
+        detail = f" The params leaf {missing[0]} has no entry in {name}."
+    elif extra:
+        detail = f" {name} has {extra[0]}, which params lacks."
+    else:
+        detail = " The containers differ (e.g. dict vs FrozenDict, or a module type)."
+    raise fail(
+        fn,
+        f"{name} must have the same pytree structure as params (one bool per leaf; a "
+        f"prefix is not expanded), got {_brief(str(tree_def))} for params "
+        f"{_brief(str(params_def))}.{detail} Build it with jax.tree.map over params or a "
+        "filter such as jaxreg.kernels_only.",
+    )
+
+
+def normalize_leaf_axes(
+    fn: str, name: str, axes: int | Sequence[int], ndim: int, leaf: str
+) -> tuple[int, ...]:
+    """``normalize_axes`` for one leaf of a pytree; an error also names the leaf."""
+    try:
+        return normalize_axes(fn, name, axes, ndim)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{err} Params leaf: {leaf!r}.") from None

@@ -1,0 +1,436 @@
+"""Optax gradient transformations built on jaxreg's penalties, prox operators, constraints.
+
+Import it explicitly (``import jaxreg.optax``); ``import jaxreg`` never imports optax.
+Every factory returns an ``optax.GradientTransformation`` whose state is a NamedTuple
+holding a step ``count`` (used to evaluate schedules), and needs ``params`` in
+``update``. Where they go in a chain:
+
+* ``add_penalty`` adds the gradient of a penalty to the gradients: put it *before* the
+  optimizer (coupled regularization, like PyTorch's ``SGD(weight_decay=...)``).
+* ``proximal_l1``, ``proximal_elastic_net``, ``proximal_group_lasso`` and ``constrain``
+  rewrite the final updates so that ``params + updates`` is the proximal point or the
+  projection: put them *last*, after the learning rate is applied.
+* ``decoupled_weight_decay`` subtracts ``multiplier * strength * params`` from the
+  final updates: put it last (``decoupled_adamw`` assembles the paper's AdamW).
+
+Strengths and learning rates accept a Python number, a scalar array or an optax
+schedule, and the factories work under ``optax.inject_hyperparams``; callables that are
+not schedules (``penalty``, ``projection``, a callable ``where``) must then be listed in
+its ``static_args``. ``where`` plays the role of optax's ``mask`` with jaxreg's rules: a
+bool pytree of the params' exact structure or a callable returning one (e.g.
+``jaxreg.kernels_only``), never a prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxreg._checks import check_same_structure, check_scalar_nonnegative, fail
+from jaxreg._filters import PyTree, Where, resolve_where
+from jaxreg._penalties import Axis
+from jaxreg._prox import prox_elastic_net, prox_group_lasso, prox_l1
+
+Array = jax.Array
+ScalarOrSchedule = float | Array | Callable[[Array], Array]
+
+__all__ = [
+    "AddPenaltyState",
+    "ConstrainState",
+    "DecoupledWeightDecayState",
+    "ProximalState",
+    "add_penalty",
+    "constrain",
+    "decoupled_adamw",
+    "decoupled_weight_decay",
+    "proximal_elastic_net",
+    "proximal_group_lasso",
+    "proximal_l1",
+]
+
+
+class AddPenaltyState(NamedTuple):
+    """State of ``add_penalty``: the step count, for schedules."""
+
+    count: Array
+
+
+class ProximalState(NamedTuple):
+    """State of the proximal transforms: the step count, for schedules."""
+
+    count: Array
+
+
+class ConstrainState(NamedTuple):
+    """State of ``constrain``: the step count."""
+
+    count: Array
+
+
+class DecoupledWeightDecayState(NamedTuple):
+    """State of ``decoupled_weight_decay``: the step count, for schedules."""
+
+    count: Array
+
+
+def _check_hyperparameter(fn: str, name: str, value: Any) -> ScalarOrSchedule:
+    """Schedules pass; numbers and arrays must be non-negative scalars."""
+    return value if callable(value) else check_scalar_nonnegative(fn, name, value)
+
+
+def _at(value: ScalarOrSchedule, count: Array) -> float | Array:
+    return value(count) if callable(value) else value
+
+
+def _check_callable(fn: str, name: str, value: Any) -> None:
+    if not callable(value):
+        raise fail(fn, f"{name} must be callable, got {type(value).__name__}.", exc=TypeError)
+
+
+def _require_params(fn: str, updates: PyTree, params: PyTree | None) -> None:
+    if params is None:
+        raise fail(
+            fn,
+            "params must be passed to update, got None. Call "
+            "optimizer.update(grads, state, params).",
+        )
+    check_same_structure(fn, "updates", updates, params)
+
+
+def _init(state_cls: type) -> Callable[[PyTree], Any]:
+    def init(params: PyTree) -> Any:
+        del params
+        return state_cls(count=jnp.zeros([], jnp.int32))
+
+    return init
+
+
+def add_penalty(
+    penalty: Callable[..., Array],
+    strength: ScalarOrSchedule | None = None,
+    *,
+    where: Where = None,
+) -> optax.GradientTransformation:
+    """Adds the gradient of a jaxreg penalty to the updates (coupled regularization).
+
+    The update becomes ``updates + grad(penalty)(params)`` on the selected leaves, with
+    the gradient from ``jax.grad``. Placed before an optimizer, this is the same as
+    adding the penalty to the loss. ``add_penalty(jaxreg.l2_penalty, s)`` equals
+    ``optax.add_decayed_weights(2 * s)`` (jaxreg's L2 has no factor 1/2).
+
+    Args:
+      penalty: a function ``penalty(params, *, strength, where)``, e.g.
+        ``jaxreg.l1_penalty``, ``jaxreg.l2_penalty``, ``jaxreg.group_lasso_penalty``,
+        ``jaxreg.orthogonal_penalty`` (bind other arguments with ``functools.partial``).
+        With ``strength=None`` it is called as ``penalty(params, where=...)``, so a
+        ``partial(jaxreg.elastic_net_penalty, l1=a, l2=b)`` works too.
+      strength: passed to ``penalty`` as ``strength``: a number >= 0, a scalar array or
+        an optax schedule (evaluated at the step count), or None.
+      where: which leaves the penalty sees (bool pytree or callable; None: every array
+        leaf). Unselected leaves get no gradient and keep their updates.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``AddPenaltyState``.
+
+    References:
+      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019 (coupled
+      L2 versus decoupled weight decay).
+    """
+    fn = "optax.add_penalty"
+    _check_callable(fn, "penalty", penalty)
+    if strength is not None:
+        strength = _check_hyperparameter(fn, "strength", strength)
+
+    def update(
+        updates: PyTree, state: AddPenaltyState, params: PyTree | None = None
+    ) -> tuple[PyTree, AddPenaltyState]:
+        _require_params(fn, updates, params)
+        mask = resolve_where(fn, params, where)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        flags = jax.tree_util.tree_leaves(mask)
+        chosen = [i for i, m in enumerate(flags) if m]
+        kwargs = {} if strength is None else {"strength": _at(strength, state.count)}
+
+        def value(selected: list[Array]) -> Array:
+            full = list(leaves)
+            for i, leaf in zip(chosen, selected, strict=True):
+                full[i] = leaf
+            return penalty(jax.tree_util.tree_unflatten(treedef, full), where=mask, **kwargs)
+
+        grads = jax.grad(value)([leaves[i] for i in chosen])
+        out = jax.tree_util.tree_leaves(updates)
+        for i, g in zip(chosen, grads, strict=True):
+            out[i] = out[i] + g.astype(out[i].dtype)
+        new_updates = jax.tree_util.tree_unflatten(treedef, out)
+        return new_updates, AddPenaltyState(count=optax.safe_int32_increment(state.count))
+
+    return optax.GradientTransformation(_init(AddPenaltyState), update)
+
+
+def _replace_step(
+    fn: str,
+    where: Where,
+    project: Callable[[PyTree, PyTree, Array], PyTree],
+    state_cls: type,
+) -> optax.GradientTransformation:
+    """Updates that move params to ``project(params + updates)`` on the selected leaves.
+
+    Unselected leaves keep their updates bit for bit. Exact zeros of the projection stay
+    exact: ``p + (0 - p) == 0`` in floating point.
+    """
+
+    def update(updates: PyTree, state: Any, params: PyTree | None = None) -> tuple[PyTree, Any]:
+        _require_params(fn, updates, params)
+        mask = resolve_where(fn, params, where)
+        candidate = jax.tree_util.tree_map(
+            lambda m, p, u: p + u.astype(p.dtype) if m else p, mask, params, updates
+        )
+        target = project(candidate, mask, state.count)
+        new_updates = jax.tree_util.tree_map(
+            lambda m, p, u, t: (t - p).astype(u.dtype) if m else u,
+            mask,
+            params,
+            updates,
+            target,
+        )
+        return new_updates, state_cls(count=optax.safe_int32_increment(state.count))
+
+    return optax.GradientTransformation(_init(state_cls), update)
+
+
+def proximal_l1(
+    learning_rate: ScalarOrSchedule, strength: ScalarOrSchedule, *, where: Where = None
+) -> optax.GradientTransformation:
+    """Proximal L1 step: soft-thresholding after the update, giving exact zeros.
+
+    Put it last in a chain whose updates are ``-learning_rate * direction`` (e.g.
+    ``optax.chain(optax.sgd(lr), proximal_l1(lr, s))``, ISTA for plain SGD): the new
+    parameters are ``prox_l1(params + updates, threshold=learning_rate * strength)``,
+    the proximal gradient step for ``loss + l1_penalty(strength=s)``. Pass the same
+    learning rate (or schedule) as the optimizer.
+
+    Args:
+      learning_rate: the optimizer's step size: number, scalar array or schedule.
+      strength: the ``l1_penalty`` coefficient: number >= 0, scalar array or schedule.
+      where: which leaves to shrink (bool pytree or callable; None: every array leaf).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ProximalState``.
+
+    References:
+      Parikh & Boyd. "Proximal Algorithms." Foundations and Trends in Optimization
+      1(3), 2014, section 4.2 (proximal gradient method).
+    """
+    fn = "optax.proximal_l1"
+    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
+    strength = _check_hyperparameter(fn, "strength", strength)
+
+    def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
+        threshold = _at(learning_rate, count) * _at(strength, count)
+        return prox_l1(candidate, threshold=threshold, where=mask)
+
+    return _replace_step(fn, where, project, ProximalState)
+
+
+def proximal_elastic_net(
+    learning_rate: ScalarOrSchedule,
+    *,
+    l1: ScalarOrSchedule,
+    l2: ScalarOrSchedule,
+    where: Where = None,
+) -> optax.GradientTransformation:
+    """Proximal elastic-net step (``prox_elastic_net`` with ``lr * l1``, ``lr * l2``).
+
+    The proximal gradient step for ``loss + elastic_net_penalty(l1=l1, l2=l2)``; put it
+    last in the chain, as ``proximal_l1``.
+
+    Args:
+      learning_rate: the optimizer's step size: number, scalar array or schedule.
+      l1: the L1 coefficient: number >= 0, scalar array or schedule.
+      l2: the L2 coefficient (no factor 1/2): number >= 0, scalar array or schedule.
+      where: which leaves to shrink (bool pytree or callable; None: every array leaf).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ProximalState``.
+
+    References:
+      Zou & Hastie. "Regularization and Variable Selection via the Elastic Net." 2005.
+      Parikh & Boyd. "Proximal Algorithms." 2014.
+    """
+    fn = "optax.proximal_elastic_net"
+    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
+    l1 = _check_hyperparameter(fn, "l1", l1)
+    l2 = _check_hyperparameter(fn, "l2", l2)
+
+    def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
+        lr = _at(learning_rate, count)
+        return prox_elastic_net(
+            candidate, l1=lr * _at(l1, count), l2=lr * _at(l2, count), where=mask
+        )
+
+    return _replace_step(fn, where, project, ProximalState)
+
+
+def proximal_group_lasso(
+    learning_rate: ScalarOrSchedule,
+    strength: ScalarOrSchedule,
+    *,
+    axis: Axis = 0,
+    where: Where = None,
+) -> optax.GradientTransformation:
+    """Proximal group-lasso step: whole groups become exactly 0.
+
+    The proximal gradient step for ``loss + group_lasso_penalty(strength, axis=axis)``:
+    ``prox_group_lasso(params + updates, threshold=learning_rate * strength)``. Put it
+    last in the chain. Under ``optax.inject_hyperparams`` pass ``axis`` as a tuple (or
+    list it in ``static_args``) so that it is not turned into an array.
+
+    Args:
+      learning_rate: the optimizer's step size: number, scalar array or schedule.
+      strength: the ``group_lasso_penalty`` coefficient: number >= 0, array or schedule.
+      axis: the axes each group norm runs over (see ``jaxreg.group_lasso_penalty``).
+      where: which leaves to shrink (bool pytree or callable; None: every array leaf).
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ProximalState``.
+
+    References:
+      Yuan & Lin. "Model Selection and Estimation in Regression with Grouped
+      Variables." 2006. Parikh & Boyd. "Proximal Algorithms." 2014.
+    """
+    fn = "optax.proximal_group_lasso"
+    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
+    strength = _check_hyperparameter(fn, "strength", strength)
+
+    def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
+        threshold = _at(learning_rate, count) * _at(strength, count)
+        return prox_group_lasso(candidate, threshold=threshold, axis=axis, where=mask)
+
+    return _replace_step(fn, where, project, ProximalState)
+
+
+def constrain(
+    projection: Callable[..., PyTree], *, where: Where = None
+) -> optax.GradientTransformation:
+    """Applies a constraint after the update, so that ``params + updates`` satisfies it.
+
+    Put it last in the chain. The new parameters are
+    ``projection(params + updates, where=...)`` (up to one rounding of
+    ``params + updates`` in ``optax.apply_updates``).
+
+    Args:
+      projection: a function ``projection(params, *, where)`` such as
+        ``jaxreg.non_negative``, ``jaxreg.unit_norm`` or
+        ``functools.partial(jaxreg.max_norm, max_value=3.0, axis=0)``.
+      where: which leaves to constrain (bool pytree or callable; None: every array
+        leaf). Unselected leaves keep their updates.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``ConstrainState``.
+
+    References:
+      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting." JMLR 15, 2014 (max-norm after every update).
+    """
+    fn = "optax.constrain"
+    _check_callable(fn, "projection", projection)
+    return _replace_step(
+        fn, where, lambda candidate, mask, _: projection(candidate, where=mask), ConstrainState
+    )
+
+
+def decoupled_weight_decay(
+    strength: ScalarOrSchedule, *, multiplier: ScalarOrSchedule = 1.0, where: Where = None
+) -> optax.GradientTransformation:
+    """Decoupled weight decay as in Loshchilov & Hutter: ``-multiplier * strength * w``.
+
+    Put it last, after the learning rate is applied: the step becomes
+    ``updates - eta_t * lambda * params`` with ``eta_t = multiplier`` (the paper's
+    schedule multiplier, 1 for a constant schedule) and ``lambda = strength``. The decay
+    does not depend on the base learning rate ``alpha``.
+
+    ``optax.adamw(learning_rate, weight_decay=wd)`` and PyTorch's ``AdamW`` instead
+    subtract ``learning_rate * wd * params``: the decay is multiplied by the full
+    learning rate ``alpha * eta_t``. The two agree when ``wd = lambda / alpha``.
+    ``optax.add_decayed_weights(wd)`` placed *before* the learning rate is that same
+    optax form; placed before an adaptive optimizer it is coupled L2 instead.
+
+    Args:
+      strength: ``lambda``: number >= 0, scalar array or schedule.
+      multiplier: ``eta_t``: number >= 0, scalar array or schedule.
+      where: which leaves decay (bool pytree or callable; None: every array leaf),
+        e.g. ``jaxreg.kernels_only`` to skip biases and norm scales.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state ``DecoupledWeightDecayState``.
+
+    References:
+      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019,
+      Algorithm 2, line 12.
+    """
+    fn = "optax.decoupled_weight_decay"
+    strength = _check_hyperparameter(fn, "strength", strength)
+    multiplier = _check_hyperparameter(fn, "multiplier", multiplier)
+
+    def update(
+        updates: PyTree, state: DecoupledWeightDecayState, params: PyTree | None = None
+    ) -> tuple[PyTree, DecoupledWeightDecayState]:
+        _require_params(fn, updates, params)
+        mask = resolve_where(fn, params, where)
+        rate = _at(multiplier, state.count) * _at(strength, state.count)
+        new_updates = jax.tree_util.tree_map(
+            lambda m, u, p: (u - rate * p).astype(u.dtype) if m else u, mask, updates, params
+        )
+        return new_updates, DecoupledWeightDecayState(count=optax.safe_int32_increment(state.count))
+
+    return optax.GradientTransformation(_init(DecoupledWeightDecayState), update)
+
+
+def decoupled_adamw(
+    learning_rate: ScalarOrSchedule,
+    *,
+    weight_decay: ScalarOrSchedule,
+    multiplier: ScalarOrSchedule = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    where: Where = None,
+) -> optax.GradientTransformation:
+    """AdamW as written by Loshchilov & Hutter (their Algorithm 2).
+
+    ``params <- params - eta_t * (alpha * adam_direction + lambda * params)`` with
+    ``alpha = learning_rate``, ``eta_t = multiplier`` and ``lambda = weight_decay``:
+    ``optax.chain(optax.scale_by_adam(b1, b2, eps), optax.scale_by_learning_rate(
+    alpha * eta_t), decoupled_weight_decay(lambda, multiplier=eta_t))``. It equals
+    ``optax.adamw(alpha * eta_t, weight_decay=lambda / alpha)``; tuning ``alpha`` here
+    leaves the decay per step unchanged.
+
+    Args:
+      learning_rate: ``alpha``, number or schedule.
+      weight_decay: ``lambda``, number >= 0, scalar array or schedule.
+      multiplier: ``eta_t``, number or schedule (e.g. a cosine schedule from 1 to 0).
+      b1: Adam's first-moment decay.
+      b2: Adam's second-moment decay.
+      eps: Adam's epsilon.
+      where: which leaves decay (bool pytree or callable; None: every array leaf).
+
+    Returns:
+      An ``optax.GradientTransformation`` (an ``optax.chain``).
+
+    References:
+      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019.
+    """
+
+    def step_size(count: Array) -> Array:
+        return _at(learning_rate, count) * _at(multiplier, count)
+
+    either_scheduled = callable(learning_rate) or callable(multiplier)
+    return optax.chain(
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_learning_rate(step_size if either_scheduled else step_size(0)),
+        decoupled_weight_decay(weight_decay, multiplier=multiplier, where=where),
+    )

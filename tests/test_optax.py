@@ -1,0 +1,234 @@
+import functools
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxreg
+import jaxreg.optax as jro
+
+RNG = np.random.default_rng(2)
+PARAMS = {
+    "dense": {
+        "kernel": jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32),
+        "bias": jnp.asarray(RNG.normal(size=3), jnp.float32),
+    }
+}
+X = jnp.asarray(RNG.normal(size=(16, 4)), jnp.float32)
+Y = jnp.asarray(RNG.normal(size=(16, 3)), jnp.float32)
+
+
+def loss(p):
+    return jnp.mean((X @ p["dense"]["kernel"] + p["dense"]["bias"] - Y) ** 2)
+
+
+def run(tx, params=PARAMS, steps=5, loss_fn=loss):
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    history = []
+    for _ in range(steps):
+        updates, state = update(jax.grad(loss_fn)(params), state, params)
+        params = optax.apply_updates(params, updates)
+        history.append(params)
+    return history, state
+
+
+def assert_trees_close(a, b, **kw):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, **kw)
+
+
+def test_import_jaxreg_does_not_import_optax():
+    code = "import sys, jaxreg; assert 'optax' not in sys.modules, 'optax imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("where", [None, jaxreg.kernels_only])
+def test_coupled_l2_equals_add_decayed_weights_with_twice_the_strength(where):
+    s, lr = 0.05, 0.1
+    ours, _ = run(optax.chain(jro.add_penalty(jaxreg.l2_penalty, s, where=where), optax.sgd(lr)))
+    mask = None if where is None else where(PARAMS)
+    ref, _ = run(optax.chain(optax.add_decayed_weights(2 * s, mask=mask), optax.sgd(lr)))
+    for a, b in zip(ours, ref, strict=True):
+        assert_trees_close(a, b, rtol=1e-6, atol=1e-7)
+    if where is not None:  # the bias is not decayed (first step: same gradient)
+        plain, _ = run(optax.sgd(lr), steps=1)
+        np.testing.assert_array_equal(ours[0]["dense"]["bias"], plain[0]["dense"]["bias"])
+        assert not np.allclose(ours[0]["dense"]["kernel"], plain[0]["dense"]["kernel"])
+
+
+@pytest.mark.parametrize(
+    "penalty",
+    [
+        functools.partial(jaxreg.l1_penalty, strength=0.1),
+        functools.partial(jaxreg.group_lasso_penalty, strength=0.2, axis=0),
+        functools.partial(jaxreg.elastic_net_penalty, l1=0.1, l2=0.3),
+        functools.partial(jaxreg.orthogonal_penalty, strength=0.1, where=jaxreg.kernels_only),
+    ],
+)
+def test_add_penalty_equals_penalty_in_the_loss(penalty):
+    lr = 0.05
+    if "where" in penalty.keywords:  # orthogonal: selection through add_penalty's where
+        penalty = functools.partial(jaxreg.orthogonal_penalty, strength=0.1)
+        where = jaxreg.kernels_only
+    else:
+        where = None
+    ours, _ = run(optax.chain(jro.add_penalty(penalty, where=where), optax.sgd(lr)))
+    ref, _ = run(optax.sgd(lr), loss_fn=lambda p: loss(p) + penalty(p, where=where))
+    for a, b in zip(ours, ref, strict=True):
+        assert_trees_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_proximal_l1_is_ista_with_exact_zeros():
+    # Orthogonal design: 0.5 ||w - y||^2 + s |w|_1 is solved by one ISTA step with lr=1.
+    y = jnp.asarray(RNG.normal(size=(50,)), jnp.float32)
+    s = 0.6
+    tx = optax.chain(optax.sgd(1.0), jro.proximal_l1(1.0, s))
+    (w,), _ = run(
+        tx,
+        jnp.asarray(RNG.normal(size=(50,)), jnp.float32),
+        1,
+        lambda w: 0.5 * jnp.sum((w - y) ** 2),
+    )
+    np.testing.assert_allclose(w, jaxreg.prox_l1(y, threshold=s), atol=1e-6)
+    assert int(jnp.sum(w == 0.0)) == int(jnp.sum(jnp.abs(y) <= s)) > 0
+
+
+def test_proximal_steps_follow_the_learning_rate_schedule():
+    schedule = optax.linear_schedule(0.2, 0.05, transition_steps=4)
+    s = 0.3
+    history, state = run(
+        optax.chain(optax.sgd(schedule), jro.proximal_l1(schedule, s, where=jaxreg.kernels_only)),
+        steps=4,
+    )
+    assert isinstance(state[1], jro.ProximalState) and int(state[1].count) == 4
+    params = PARAMS
+    for t in range(4):
+        g = jax.grad(loss)(params)
+        lr = schedule(t)
+        moved = jax.tree.map(lambda p, gi, lr=lr: p - lr * gi, params, g)
+        expected = jaxreg.prox_l1(moved, threshold=lr * s, where=jaxreg.kernels_only)
+        assert_trees_close(history[t], expected, rtol=1e-5, atol=1e-6)
+        params = history[t]
+    assert int(jnp.sum(history[-1]["dense"]["kernel"] == 0.0)) > 0
+
+
+def test_proximal_elastic_net_and_group_lasso_steps():
+    lr = 0.5
+    for tx, prox in [
+        (
+            jro.proximal_elastic_net(lr, l1=0.4, l2=0.2),
+            lambda p: jaxreg.prox_elastic_net(p, l1=lr * 0.4, l2=lr * 0.2),
+        ),
+        (
+            jro.proximal_group_lasso(lr, 1.5, axis=0, where=jaxreg.kernels_only),
+            lambda p: jaxreg.prox_group_lasso(
+                p, threshold=lr * 1.5, axis=0, where=jaxreg.kernels_only
+            ),
+        ),
+    ]:
+        (p1,), _ = run(optax.chain(optax.sgd(lr), tx), steps=1)
+        g = jax.grad(loss)(PARAMS)
+        expected = prox(jax.tree.map(lambda p, gi: p - lr * gi, PARAMS, g))
+        assert_trees_close(p1, expected, rtol=1e-5, atol=1e-6)
+    zero_units = jnp.all(p1["dense"]["kernel"] == 0.0, axis=0)
+    assert int(jnp.sum(zero_units)) > 0
+
+
+def test_unselected_updates_are_kept_bit_for_bit():
+    g = jax.tree.map(jnp.ones_like, PARAMS)
+    base = optax.sgd(0.1)
+    ref, _ = base.update(g, base.init(PARAMS))
+    tx = optax.chain(base, jro.proximal_l1(0.1, 1.0, where=jaxreg.kernels_only))
+    updates, _ = tx.update(g, tx.init(PARAMS), PARAMS)
+    np.testing.assert_array_equal(updates["dense"]["bias"], ref["dense"]["bias"])
+
+
+def test_decoupled_adamw_matches_optax_adamw_with_converted_coefficients():
+    alpha, lam = 0.01, 0.1
+    eta = optax.cosine_decay_schedule(1.0, decay_steps=6)
+    ours, _ = run(jro.decoupled_adamw(alpha, weight_decay=lam, multiplier=eta), steps=6)
+    ref, _ = run(optax.adamw(lambda t: alpha * eta(t), weight_decay=lam / alpha), steps=6)
+    for a, b in zip(ours, ref, strict=True):
+        assert_trees_close(a, b, rtol=1e-5, atol=1e-7)
+    # optax.adamw with the same weight_decay decays alpha times less per step.
+    coupled, _ = run(optax.adamw(alpha, weight_decay=lam), steps=1)
+    ours1, _ = run(jro.decoupled_adamw(alpha, weight_decay=lam), steps=1)
+    assert not np.allclose(coupled[0]["dense"]["kernel"], ours1[0]["dense"]["kernel"])
+
+
+def test_decoupled_weight_decay_alone_and_with_where():
+    zero = jax.tree.map(jnp.zeros_like, PARAMS)
+    tx = jro.decoupled_weight_decay(
+        0.5, multiplier=lambda t: 0.1 * (t + 1), where=jaxreg.kernels_only
+    )
+    state = tx.init(PARAMS)
+    u0, state = tx.update(zero, state, PARAMS)
+    u1, state = tx.update(zero, state, PARAMS)
+    np.testing.assert_allclose(u0["dense"]["kernel"], -0.05 * PARAMS["dense"]["kernel"], 1e-6)
+    np.testing.assert_allclose(u1["dense"]["kernel"], -0.10 * PARAMS["dense"]["kernel"], 1e-6)
+    np.testing.assert_array_equal(u1["dense"]["bias"], 0.0)
+    assert isinstance(state, jro.DecoupledWeightDecayState) and int(state.count) == 2
+
+
+def test_inject_hyperparams():
+    schedule = optax.exponential_decay(0.3, transition_steps=1, decay_rate=0.5)
+    injected = optax.inject_hyperparams(jro.proximal_l1)(learning_rate=0.1, strength=schedule)
+    plain = jro.proximal_l1(0.1, schedule)
+    a, _ = run(optax.chain(optax.sgd(0.1), injected), steps=3)
+    b, _ = run(optax.chain(optax.sgd(0.1), plain), steps=3)
+    assert_trees_close(a[-1], b[-1], rtol=1e-6)
+
+    tx = optax.inject_hyperparams(jro.add_penalty, static_args=("penalty", "where"))(
+        jaxreg.l2_penalty, strength=0.05, where=jaxreg.kernels_only
+    )
+    state = tx.init(PARAMS)
+    g = jax.tree.map(jnp.zeros_like, PARAMS)
+    u, state = tx.update(g, state, PARAMS)
+    np.testing.assert_allclose(u["dense"]["kernel"], 0.1 * PARAMS["dense"]["kernel"], 1e-6)
+    state.hyperparams["strength"] = jnp.asarray(0.5)
+    u, state = jax.jit(tx.update)(g, state, PARAMS)
+    np.testing.assert_allclose(u["dense"]["kernel"], 1.0 * PARAMS["dense"]["kernel"], 1e-6)
+    np.testing.assert_array_equal(u["dense"]["bias"], 0.0)
+
+    wd = optax.inject_hyperparams(jro.decoupled_weight_decay)(strength=0.2, multiplier=schedule)
+    u, _ = wd.update(g, wd.init(PARAMS), PARAMS)
+    np.testing.assert_allclose(u["dense"]["kernel"], -0.06 * PARAMS["dense"]["kernel"], 1e-6)
+    gl = optax.inject_hyperparams(jro.proximal_group_lasso)(0.1, strength=0.2, axis=(0,))
+    u, _ = gl.update(g, gl.init(PARAMS), PARAMS)
+    expected = jaxreg.prox_group_lasso(PARAMS, threshold=0.02, axis=0)
+    assert_trees_close(optax.apply_updates(PARAMS, u), expected, rtol=1e-6)
+
+
+def test_vmap_over_strengths_through_a_transform():
+    g = jax.tree.map(jnp.zeros_like, PARAMS)
+
+    def kernel_update(s):
+        tx = jro.add_penalty(jaxreg.l2_penalty, s)
+        return tx.update(g, tx.init(PARAMS), PARAMS)[0]["dense"]["kernel"]
+
+    strengths = jnp.array([0.0, 0.1, 1.0])
+    got = jax.vmap(kernel_update)(strengths)
+    for i, s in enumerate([0.0, 0.1, 1.0]):
+        np.testing.assert_allclose(got[i], 2 * s * PARAMS["dense"]["kernel"], rtol=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(
+        ValueError, match=r"^jaxreg\.optax\.add_penalty: strength must be >= 0, got -1\.0\.$"
+    ):
+        jro.add_penalty(jaxreg.l2_penalty, -1.0)
+    with pytest.raises(ValueError, match=r"jaxreg\.optax\.proximal_l1: learning_rate must be"):
+        jro.proximal_l1(-0.1, 1.0)
+    with pytest.raises(TypeError, match=r"jaxreg\.optax\.add_penalty: penalty must be callable"):
+        jro.add_penalty(0.1)
+    tx = jro.proximal_l1(0.1, 1.0, where={"dense": True})
+    with pytest.raises(ValueError, match=r"jaxreg\.optax\.proximal_l1: where must have the same"):
+        tx.update(PARAMS, tx.init(PARAMS), PARAMS)
+    tx = jro.constrain(jaxreg.non_negative)
+    with pytest.raises(ValueError, match=r"jaxreg\.optax\.constrain: params must be passed"):
+        tx.update(PARAMS, tx.init(PARAMS))

@@ -1,0 +1,179 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxreg
+
+W = jnp.array([[1.0, -2.0, 0.0], [3.0, 0.5, -1.0]])
+B = jnp.array([0.5, -0.5, 2.0])
+PARAMS = {"dense": {"kernel": W, "bias": B}}
+KERNEL = {"dense": {"kernel": True, "bias": False}}
+
+
+def test_l1_and_l2_closed_forms():
+    # sum|W| = 7.5, sum|B| = 3; sum W^2 = 15.25, sum B^2 = 4.5
+    assert float(jaxreg.l1_penalty(PARAMS)) == pytest.approx(10.5)
+    assert float(jaxreg.l1_penalty(PARAMS, strength=0.1, where=KERNEL)) == pytest.approx(0.75)
+    assert float(jaxreg.l2_penalty(PARAMS)) == pytest.approx(19.75)
+    assert float(jaxreg.l2_penalty(PARAMS, strength=0.5, where=KERNEL)) == pytest.approx(7.625)
+    got = jaxreg.elastic_net_penalty(PARAMS, l1=0.1, l2=0.5, where=KERNEL)
+    assert float(got) == pytest.approx(0.75 + 7.625)
+
+
+def test_penalty_returns_float32_scalar_for_low_precision_params():
+    x = {"w": jnp.full((4096,), 1.0, jnp.bfloat16)}
+    out = jaxreg.l2_penalty(x)
+    assert out.shape == () and out.dtype == jnp.float32
+    assert float(out) == 4096.0  # bf16 accumulation would stop growing at 256
+
+
+def test_unselected_leaves_contribute_zero():
+    only_bias = {"dense": {"kernel": False, "bias": True}}
+    assert float(jaxreg.l1_penalty(PARAMS, where=only_bias)) == pytest.approx(3.0)
+    none = {"dense": {"kernel": False, "bias": False}}
+    for fn in (jaxreg.l1_penalty, jaxreg.l2_penalty, jaxreg.group_lasso_penalty):
+        assert float(fn(PARAMS, where=none)) == 0.0
+
+
+def test_group_lasso_closed_form_per_axis():
+    w = jnp.array([[3.0, 0.0], [4.0, 1.0]])
+    # axis=0: column norms 5 and 1; axis=1: row norms 3 and sqrt(17).
+    assert float(jaxreg.group_lasso_penalty(w, axis=0)) == pytest.approx(6.0)
+    assert float(jaxreg.group_lasso_penalty(w, strength=2.0, axis=1)) == pytest.approx(
+        2 * (3 + np.sqrt(17)), rel=1e-6
+    )
+    assert float(jaxreg.group_lasso_penalty(w, axis=(0, 1))) == pytest.approx(np.sqrt(26))
+    conv = jnp.arange(24.0).reshape(2, 3, 4)
+    expected = np.linalg.norm(np.asarray(conv).reshape(6, 4), axis=0).sum()
+    got = jaxreg.group_lasso_penalty(conv, axis=(0, 1))
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(jaxreg.group_lasso_penalty(conv, axis=(-3, -2))) == pytest.approx(float(got))
+
+
+def test_orthogonal_penalty_frobenius():
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(5, 3)))
+    assert float(jaxreg.orthogonal_penalty(jnp.asarray(q, jnp.float32))) == pytest.approx(
+        0.0, abs=1e-10
+    )
+    w = jnp.array([[1.0, 1.0], [0.0, 1.0]])
+    # W^T W = [[1, 1], [1, 2]] -> minus I = [[0, 1], [1, 1]] -> squared sum 3
+    assert float(jaxreg.orthogonal_penalty(w, strength=2.0)) == pytest.approx(6.0)
+    conv = jnp.ones((2, 1, 2))  # flattened to (2, 2) ones: W^T W - I = [[1, 2], [2, 1]]
+    assert float(jaxreg.orthogonal_penalty(conv)) == pytest.approx(10.0)
+
+
+def test_orthogonal_penalty_cosine():
+    w = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 2.0]])
+    # columns e1, (1,1), 2*e2: |cos| = 1/sqrt2, 0, 1/sqrt2 -> mean over 3 pairs
+    expected = (2 / np.sqrt(2)) / 3
+    assert float(jaxreg.orthogonal_penalty(w, mode="cosine")) == pytest.approx(expected, 1e-6)
+    assert float(jaxreg.orthogonal_penalty(jnp.ones((3, 1)), mode="cosine")) == 0.0
+    tree = {"a": w, "b": jnp.ones(3)}
+    got = jaxreg.orthogonal_penalty(tree, mode="cosine", where=jaxreg.kernels_only)
+    assert float(got) == pytest.approx(expected, 1e-6)
+
+
+def test_gradients_match_closed_forms():
+    s = 0.3
+    g2 = jax.grad(lambda p: jaxreg.l2_penalty(p, strength=s))(PARAMS)
+    np.testing.assert_allclose(g2["dense"]["kernel"], 2 * s * W, rtol=1e-6)
+    g1 = jax.grad(lambda p: jaxreg.l1_penalty(p, strength=s, where=KERNEL))(PARAMS)
+    np.testing.assert_allclose(g1["dense"]["kernel"], s * jnp.sign(W))
+    assert float(g1["dense"]["kernel"][0, 2]) == 0.0  # subgradient 0 at an exact zero
+    np.testing.assert_array_equal(g1["dense"]["bias"], 0.0)
+    w = jnp.array([[3.0, 0.0], [4.0, 0.0]])
+    gg = jax.grad(lambda x: jaxreg.group_lasso_penalty(x, strength=s))(w)
+    np.testing.assert_allclose(gg, [[s * 0.6, 0.0], [s * 0.8, 0.0]], rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(gg)))  # zero group: gradient 0, not NaN
+    go = jax.grad(jaxreg.orthogonal_penalty)(jnp.array([[1.0, 1.0], [0.0, 1.0]]))
+    # d/dW ||W^T W - I||^2 = 4 W (W^T W - I)
+    m = np.array([[1.0, 1.0], [0.0, 1.0]])
+    np.testing.assert_allclose(go, 4 * m @ (m.T @ m - np.eye(2)), rtol=1e-6)
+
+
+PENALTIES = {
+    "l1": lambda p, s: jaxreg.l1_penalty(p, strength=s),
+    "l2": lambda p, s: jaxreg.l2_penalty(p, strength=s),
+    "elastic_net": lambda p, s: jaxreg.elastic_net_penalty(p, l1=s, l2=2 * s),
+    "group_lasso": lambda p, s: jaxreg.group_lasso_penalty(p, strength=s),
+    "orthogonal": lambda p, s: jaxreg.orthogonal_penalty(p["dense"]["kernel"], strength=s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PENALTIES))
+def test_vmap_and_jit_over_strengths(name):
+    fn = PENALTIES[name]
+    strengths = jnp.array([0.0, 0.5, 2.0])
+    got = jax.vmap(lambda s: fn(PARAMS, s))(strengths)
+    expected = [float(fn(PARAMS, float(s))) for s in strengths]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert float(got[0]) == 0.0
+    np.testing.assert_allclose(jax.jit(fn)(PARAMS, 0.5), expected[1], rtol=1e-6)
+    assert bool(jnp.isnan(jax.jit(fn)(PARAMS, -1.0)))  # traced negative strength: NaN
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: jaxreg.l1_penalty(PARAMS, strength=-1.0),
+            r"^jaxreg\.l1_penalty: strength must be >= 0, got -1\.0\.$",
+        ),
+        (
+            lambda: jaxreg.l2_penalty(PARAMS, strength=jnp.array(-0.5)),
+            r"^jaxreg\.l2_penalty: strength must be >= 0, got -0\.5\.$",
+        ),
+        (
+            lambda: jaxreg.elastic_net_penalty(PARAMS, l1=0.1, l2=-2),
+            r"jaxreg\.elastic_net_penalty: l2 must be >= 0, got -2\.",
+        ),
+        (
+            lambda: jaxreg.group_lasso_penalty(PARAMS, strength=float("nan")),
+            r"jaxreg\.group_lasso_penalty: strength must be >= 0, got nan",
+        ),
+        (
+            lambda: jaxreg.l2_penalty(PARAMS, strength=jnp.ones(2)),
+            r"jaxreg\.l2_penalty: strength must be a scalar, got shape \(2,\)\. .*jax\.vmap",
+        ),
+        (
+            lambda: jaxreg.group_lasso_penalty(PARAMS, axis=1),
+            r"jaxreg\.group_lasso_penalty: axis holds axis 1, out of range for an input of "
+            r"rank 1 .*Params leaf: 'dense/bias'",
+        ),
+        (
+            lambda: jaxreg.orthogonal_penalty(PARAMS),
+            r"jaxreg\.orthogonal_penalty: every selected leaf must have rank >= 2, got shape "
+            r"\(3,\) at 'dense/bias'\. .*kernels_only",
+        ),
+        (
+            lambda: jaxreg.orthogonal_penalty(W, mode="rows"),
+            r"jaxreg\.orthogonal_penalty: mode must be one of 'frobenius', 'cosine', got 'rows'",
+        ),
+    ],
+)
+def test_bad_values_raise_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_bad_types_raise_type_error():
+    with pytest.raises(TypeError, match=r"jaxreg\.l2_penalty: params leaf 'w' must be a float"):
+        jaxreg.l2_penalty({"w": jnp.arange(3)})
+    with pytest.raises(TypeError, match=r"jaxreg\.l1_penalty: strength must be a number"):
+        jaxreg.l1_penalty(PARAMS, strength="0.1")
+    with pytest.raises(TypeError, match=r"params leaf 'w' must be a floating-point array"):
+        jaxreg.l2_penalty({"w": jnp.arange(3)}, where={"w": True})
+
+
+def test_penalty_in_a_loss_under_jit():
+    def loss(p, s):
+        return jnp.sum(p["dense"]["kernel"]) + jaxreg.l2_penalty(
+            p, strength=s, where=functools.partial(jaxreg.by_path, pattern="kernel$")
+        )
+
+    g = jax.jit(jax.grad(loss))(PARAMS, 0.25)
+    np.testing.assert_allclose(g["dense"]["kernel"], 1 + 0.5 * W, rtol=1e-6)
+    np.testing.assert_array_equal(g["dense"]["bias"], 0.0)

@@ -1,0 +1,113 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxreg
+
+RNG = np.random.default_rng(0)
+V = jnp.asarray(RNG.normal(size=(6, 5)), jnp.float32)
+
+
+def test_prox_l1_is_soft_thresholding_with_exact_zeros():
+    t = 0.7
+    got = np.asarray(jaxreg.prox_l1(V, threshold=t))
+    v = np.asarray(V)
+    expected = np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert int(np.sum(got == 0.0)) == int(np.sum(np.abs(v) <= t)) > 0
+    np.testing.assert_array_equal(jaxreg.prox_l1(V, threshold=0.0), V)
+
+
+def test_prox_l1_example_values():
+    got = jaxreg.prox_l1(jnp.array([0.5, -2.0, 1.5, -1.0]), threshold=1.0)
+    np.testing.assert_array_equal(got, [0.0, -1.0, 0.5, 0.0])
+
+
+def _argmin_on_grid(objective, v, half_width=4.0, n=400001):
+    xs = np.linspace(v - half_width, v + half_width, n)
+    return xs[np.argmin(objective(xs))]
+
+
+@pytest.mark.parametrize("v", [-2.3, -0.4, 0.0, 0.25, 1.7])
+def test_scalar_prox_is_the_argmin(v):
+    a, b = 0.5, 0.75
+    l1 = _argmin_on_grid(lambda x: a * np.abs(x) + 0.5 * (x - v) ** 2, v)
+    assert float(jaxreg.prox_l1(jnp.float32(v), threshold=a)) == pytest.approx(l1, abs=1e-4)
+    en = _argmin_on_grid(lambda x: a * np.abs(x) + b * x**2 + 0.5 * (x - v) ** 2, v)
+    got = jaxreg.prox_elastic_net(jnp.float32(v), l1=a, l2=b)
+    assert float(got) == pytest.approx(en, abs=1e-4)
+
+
+def test_prox_elastic_net_formula():
+    got = jaxreg.prox_elastic_net(V, l1=0.3, l2=0.5)
+    expected = jaxreg.prox_l1(V, threshold=0.3) / 2.0  # 1 + 2 * l2
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_prox_group_lasso_is_the_argmin_and_zeroes_groups():
+    t = 1.2
+    got = np.asarray(jaxreg.prox_group_lasso(V, threshold=t, axis=1))
+    norms = np.linalg.norm(np.asarray(V), axis=1, keepdims=True)
+    expected = np.asarray(V) * np.maximum(0.0, 1 - t / norms)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert int(np.sum(np.all(got == 0.0, axis=1))) == int(np.sum(norms <= t))
+
+    # Optimality: no random perturbation improves the prox objective.
+    v = np.array([[0.9, -0.4], [2.0, 1.0]])
+    x = np.asarray(jaxreg.prox_group_lasso(jnp.asarray(v), threshold=t, axis=1), np.float64)
+
+    def objective(z):
+        return t * np.linalg.norm(z, axis=-1).sum(-1) + 0.5 * ((z - v) ** 2).sum((-1, -2))
+
+    assert np.all(x[0] == 0.0) and not np.all(x[1] == 0.0)
+    trials = x + RNG.normal(scale=0.05, size=(2000, 2, 2))
+    assert objective(x) <= objective(trials).min() + 1e-6
+
+
+def test_prox_where_passes_unselected_leaves_through():
+    params = {"w": V, "b": jnp.array([0.1, -0.1])}
+    where = {"w": True, "b": False}
+    for out in (
+        jaxreg.prox_l1(params, threshold=0.5, where=where),
+        jaxreg.prox_elastic_net(params, l1=0.5, l2=0.1, where=where),
+        jaxreg.prox_group_lasso(params, threshold=0.5, where=where),
+    ):
+        assert out["b"] is params["b"]
+        assert not np.array_equal(out["w"], V)
+
+
+def test_prox_keeps_dtype():
+    x = V.astype(jnp.bfloat16)
+    for out in (
+        jaxreg.prox_l1(x, threshold=0.5),
+        jaxreg.prox_elastic_net(x, l1=0.5, l2=0.1),
+        jaxreg.prox_group_lasso(x, threshold=0.5),
+    ):
+        assert out.dtype == jnp.bfloat16 and out.shape == x.shape
+
+
+def test_vmap_and_jit_over_thresholds():
+    ts = jnp.array([0.0, 0.5, 1.5])
+    got = jax.vmap(lambda t: jaxreg.prox_l1(V, threshold=t))(ts)
+    for i, t in enumerate([0.0, 0.5, 1.5]):
+        np.testing.assert_allclose(got[i], jaxreg.prox_l1(V, threshold=t), rtol=1e-6)
+    got = jax.vmap(lambda t: jaxreg.prox_group_lasso(V, threshold=t))(ts)
+    np.testing.assert_allclose(got[2], jaxreg.prox_group_lasso(V, threshold=1.5), rtol=1e-6)
+    got = jax.vmap(lambda t: jaxreg.prox_elastic_net(V, l1=t, l2=t))(ts)
+    np.testing.assert_allclose(got[1], jaxreg.prox_elastic_net(V, l1=0.5, l2=0.5), rtol=1e-6)
+    jitted = jax.jit(lambda t: jaxreg.prox_l1(V, threshold=t))
+    assert bool(jnp.all(jnp.isnan(jitted(-1.0))))  # traced negative threshold: NaN
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"^jaxreg\.prox_l1: threshold must be >= 0, got -1\.0\.$"):
+        jaxreg.prox_l1(V, threshold=-1.0)
+    with pytest.raises(ValueError, match=r"jaxreg\.prox_elastic_net: l1 must be >= 0, got -0\.1"):
+        jaxreg.prox_elastic_net(V, l1=-0.1, l2=0.0)
+    with pytest.raises(ValueError, match=r"jaxreg\.prox_group_lasso: axis holds axis 2, out of"):
+        jaxreg.prox_group_lasso(V, threshold=1.0, axis=2)
+    with pytest.raises(TypeError, match=r"jaxreg\.prox_l1: params leaf 'n' must be a float"):
+        jaxreg.prox_l1({"n": jnp.arange(3)}, threshold=1.0)
+    with pytest.raises(ValueError, match=r"jaxreg\.prox_l1: where must have the same pytree"):
+        jaxreg.prox_l1({"a": V, "b": V}, threshold=1.0, where={"a": True})
