@@ -220,4 +220,3 @@ def map_selected(fn: Callable[[tuple[Any, ...], Any], Any], params: PyTree, mask
     return jax.tree_util.tree_map_with_path(
         lambda path, m, leaf: fn(path, leaf) if m else leaf, mask, params
     )
-

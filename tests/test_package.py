@@ -11,12 +11,17 @@ import jaxreg
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+# Parameter filters implement no paper; every other public function cites one.
+NO_PAPER = {"by_path", "kernels_only", "resolve_where"}
+
+
 def test_all_names_exist_and_are_documented_with_references():
     assert len(set(jaxreg.__all__)) == len(jaxreg.__all__)
     for name in jaxreg.__all__:
         obj = getattr(jaxreg, name)
         doc = inspect.getdoc(obj) or ""
-        assert "References:" in doc, f"{name} docstring lacks a References section"
+        if name not in NO_PAPER:
+            assert "References:" in doc, f"{name} docstring lacks a References section"
         assert "Args:" in doc and "Returns:" in doc, name
 
 
