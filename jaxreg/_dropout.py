@@ -23,18 +23,20 @@ def masked(
     broadcast_dims: int | Sequence[int] = (),
     noise_shape: Sequence[int | None] | None = None,
     inverted: bool = True,
+    precision: str = "exact",
 ) -> Array:
     """Validates, draws one keep-mask at the (possibly reduced) mask shape, applies it."""
     key = _bits.check_key(fn, key)
     x = check_float_array(fn, "x", x)
     rate = check_probability(fn, "rate", rate)
+    precision = _mask.check_precision(fn, precision)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
     if isinstance(rate, float) and rate == 0.0:
         return x
     if isinstance(rate, float) and rate == 1.0:
         return jnp.zeros_like(x)
-    keep = _mask.draw_keep(key, shape, rate)
-    return _mask.scale_kept(x, keep, rate, inverted=inverted)
+    keep = _mask.draw_keep(key, shape, rate, precision)
+    return _mask.scale_kept(x, keep, rate, inverted=inverted, precision=precision)
 
 
 def dropout(
@@ -45,6 +47,7 @@ def dropout(
     broadcast_dims: int | Sequence[int] = (),
     noise_shape: Sequence[int | None] | None = None,
     inverted: bool = True,
+    precision: str = "exact",
 ) -> Array:
     """Dropout: zeroes each unit with probability ``rate``.
 
@@ -67,6 +70,10 @@ def dropout(
       noise_shape: Keras-style alternative to ``broadcast_dims``: one entry per axis,
         1 to share along it, the axis size or None to draw independently.
       inverted: scale kept units by 1/(1 - rate) (True) or not (False).
+      precision: ``"exact"`` (default): flax's and ``jax.random.bernoulli``'s mask.
+        ``"fast"``: 8-bit thresholds, eight draws per hash (faster, see ``bench/``); the
+        drop rate is rounded to a multiple of 1/256 and kept units are divided by the
+        realised keep probability, so the output stays unbiased.
 
     Returns:
       An array of ``x``'s shape and dtype.
@@ -89,6 +96,7 @@ def dropout(
         broadcast_dims=broadcast_dims,
         noise_shape=noise_shape,
         inverted=inverted,
+        precision=precision,
     )
 
 
@@ -123,6 +131,7 @@ def spatial_dropout(
     *,
     rate: float | Array,
     channel_axis: int = -1,
+    precision: str = "exact",
 ) -> Array:
     """Drops whole feature maps: one draw per (example, channel), shared over space.
 
@@ -135,6 +144,7 @@ def spatial_dropout(
       x: floating-point input of rank >= 3 (batch, at least one spatial axis, channels).
       rate: probability of dropping a feature map (see ``dropout``).
       channel_axis: the channel axis (not 0, the batch axis).
+      precision: ``"exact"`` or ``"fast"`` (see ``dropout``).
 
     Returns:
       An array of ``x``'s shape and dtype; kept maps are scaled by 1/(1 - rate).
@@ -155,7 +165,7 @@ def spatial_dropout(
     if channel == 0:
         raise fail(fn, "channel_axis must not be 0, the batch axis.")
     shared = tuple(d for d in range(1, ndim) if d != channel)
-    return masked(fn, key, x, rate, broadcast_dims=shared)
+    return masked(fn, key, x, rate, broadcast_dims=shared, precision=precision)
 
 
 def variational_dropout(
@@ -164,6 +174,7 @@ def variational_dropout(
     *,
     rate: float | Array,
     time_axis: int = 1,
+    precision: str = "exact",
 ) -> Array:
     """Dropout with one mask per sequence, the same at every time step.
 
@@ -184,6 +195,7 @@ def variational_dropout(
       x: floating-point input with a time axis.
       rate: probability of dropping a unit (see ``dropout``).
       time_axis: the axis the mask is shared along.
+      precision: ``"exact"`` or ``"fast"`` (see ``dropout``).
 
     Returns:
       An array of ``x``'s shape and dtype.
@@ -196,4 +208,4 @@ def variational_dropout(
     if jnp.ndim(x) < 2:
         raise fail(fn, f"x must have a time axis and a feature axis, got shape {jnp.shape(x)}.")
     (time,) = normalize_axes(fn, "time_axis", time_axis, jnp.ndim(x))
-    return masked(fn, key, x, rate, broadcast_dims=(time,))
+    return masked(fn, key, x, rate, broadcast_dims=(time,), precision=precision)

@@ -3,6 +3,10 @@
 ``bernoulli_mask`` draws a boolean keep-mask from the bit engine (``_bits``) with a
 threshold on the top 23 bits, which is exactly ``jax.random.bernoulli(key, 1 - rate,
 shape)`` (and so exactly the mask of ``flax.linen.Dropout`` for the same key and rate).
+``precision="fast"`` instead thresholds 8-bit values, eight per hash (see
+``_bits.random_bytes``): several times less hashing, a rate quantized to k/256, and
+kept units divided by the realised keep probability k/256 so outputs stay unbiased.
+
 ``apply_mask`` turns a mask into dropout output with a select (never ``x * mask``, so
 ``0 * inf`` cannot produce NaN) and divides kept units by the keep probability exactly
 as flax does. A keep probability of 0 is replaced by 1 in the division so that
@@ -32,6 +36,38 @@ Rate = float | Array
 Shape = tuple[int, ...]
 
 _MANTISSA = 23  # jax.random.uniform(float32) uses the top 23 bits of each word.
+_FAST_BITS = 8
+PRECISIONS = ("exact", "fast")
+
+
+def check_precision(fn: str, precision: Any) -> str:
+    """Validates the ``precision`` argument of the mask ops."""
+    if precision not in PRECISIONS:
+        raise fail(
+            fn,
+            f"precision must be 'exact' (masks identical to jax.random.bernoulli) or 'fast' "
+            f"(8-bit thresholds, rate quantized to k/256), got {precision!r}.",
+        )
+    return precision
+
+
+def fast_threshold(rate: Rate) -> int | Array:
+    """k = round((1 - rate) * 256) in [0, 256]: keep where an 8-bit value is < k."""
+    scale = 2**_FAST_BITS
+    if isinstance(rate, float):
+        return min(max(math.floor((1.0 - rate) * scale + 0.5), 0), scale)
+    k = jnp.floor((1.0 - rate) * np.float32(scale) + 0.5)
+    return jnp.clip(jnp.nan_to_num(k, nan=0.0), 0.0, float(scale)).astype(jnp.int32)
+
+
+def keep_probability(rate: Rate, precision: str = "exact") -> Rate:
+    """The keep probability kept units are divided by: 1 - rate, or k/256 when fast."""
+    if precision == "exact":
+        return 1.0 - rate
+    k = fast_threshold(rate)
+    if isinstance(k, int):
+        return k / 2**_FAST_BITS
+    return k.astype(jnp.float32) / np.float32(2**_FAST_BITS)
 
 
 def keep_threshold(rate: Rate) -> Array | np.uint32:
@@ -50,7 +86,7 @@ def keep_threshold(rate: Rate) -> Array | np.uint32:
     return t.astype(jnp.uint32)
 
 
-def draw_keep(key: Array, shape: Shape, rate: Rate) -> Array:
+def draw_keep(key: Array, shape: Shape, rate: Rate, precision: str = "exact") -> Array:
     """Boolean keep-mask of ``shape`` (keep probability ``1 - rate``); no validation.
 
     ``key`` must already be a typed key (``_bits.check_key``) and ``rate`` a validated
@@ -60,6 +96,9 @@ def draw_keep(key: Array, shape: Shape, rate: Rate) -> Array:
         return jnp.ones(shape, jnp.bool_)
     if isinstance(rate, float) and rate == 1.0:
         return jnp.zeros(shape, jnp.bool_)
+    if precision == "fast":
+        octets = _bits.random_bytes(key, shape).astype(jnp.int32)
+        return octets < fast_threshold(rate)
     bits = _bits.random_bits(key, shape)
     return (bits >> np.uint32(32 - _MANTISSA)) < keep_threshold(rate)
 
@@ -96,6 +135,7 @@ def bernoulli_mask(
     *,
     rate: float | Array,
     broadcast_dims: int | Sequence[int] = (),
+    precision: str = "exact",
 ) -> Array:
     """Draws a boolean keep-mask: True with probability ``1 - rate``.
 
@@ -112,6 +152,10 @@ def bernoulli_mask(
         ``apply_mask`` and the dropout ops turn it into NaN outputs.
       broadcast_dims: axes along which the mask is shared (drawn with size 1 and
         broadcast), e.g. the time axis for variational dropout.
+      precision: ``"exact"`` (default): the mask of ``jax.random.bernoulli``.
+        ``"fast"``: 8-bit thresholds, eight draws per hash; the keep probability is
+        rounded to a multiple of 1/256 (``rate=0.1`` keeps with probability 230/256,
+        i.e. drops 10.16%). Pass the same ``precision`` to ``apply_mask``.
 
     Returns:
       A bool array of ``shape``.
@@ -129,6 +173,7 @@ def bernoulli_mask(
     fn = "bernoulli_mask"
     key = _bits.check_key(fn, key)
     rate = check_probability(fn, "rate", rate)
+    precision = check_precision(fn, precision)
     try:
         shape = tuple(int(d) for d in shape)
     except TypeError:
@@ -136,21 +181,22 @@ def bernoulli_mask(
     if any(d < 0 for d in shape):
         raise fail(fn, f"shape must be non-negative, got {shape}.")
     drawn = mask_shape(fn, shape, broadcast_dims)
-    return jnp.broadcast_to(draw_keep(key, drawn, rate), shape)
+    return jnp.broadcast_to(draw_keep(key, drawn, rate, precision), shape)
 
 
-def scale_kept(x: Array, mask: Array, rate: Rate, *, inverted: bool) -> Array:
-    """``where(mask, x / (1 - rate), 0)`` (or ``x`` if not inverted); no validation.
+def scale_kept(
+    x: Array, mask: Array, rate: Rate, *, inverted: bool, precision: str = "exact"
+) -> Array:
+    """``where(mask, x / keep, 0)`` (or ``x`` if not inverted); no validation.
 
-    Matches flax's ``lax.select(mask, x / keep_prob, 0)`` bit for bit. A traced rate
-    outside [0, 1] makes every output NaN.
+    With ``keep = 1 - rate`` this matches flax's ``lax.select(mask, x / keep_prob, 0)``
+    bit for bit. A traced rate outside [0, 1] makes every output NaN.
     """
     if inverted:
-        if isinstance(rate, float):
-            keep = 1.0 - rate
+        keep = keep_probability(rate, precision)
+        if isinstance(keep, float):
             kept = x / (keep if keep > 0.0 else 1.0)
         else:
-            keep = 1.0 - rate
             kept = x / jnp.where(keep > 0.0, keep, 1.0).astype(x.dtype)
     else:
         kept = x
@@ -172,6 +218,7 @@ def apply_mask(
     *,
     rate: float | Array,
     inverted: bool = True,
+    precision: str = "exact",
 ) -> Array:
     """Applies a keep-mask: dropped units become 0, kept ones are scaled by 1/(1 - rate).
 
@@ -186,6 +233,8 @@ def apply_mask(
       inverted: if True (default), scale kept units by 1/(1 - rate) so the expectation
         is unchanged; if False, keep them as they are (the original paper's form: scale
         by 1 - rate at inference with ``scale_for_inference``).
+      precision: the ``precision`` the mask was drawn with; ``"fast"`` divides kept
+        units by the realised keep probability (a multiple of 1/256).
 
     Returns:
       An array of ``x``'s shape and dtype. Gradients flow only through kept units;
@@ -198,6 +247,7 @@ def apply_mask(
     fn = "apply_mask"
     x = check_float_array(fn, "x", x)
     rate = check_probability(fn, "rate", rate)
+    precision = check_precision(fn, precision)
     mask = jnp.asarray(mask)
     if mask.dtype != jnp.bool_:
         raise fail(fn, f"mask must be a bool array, got dtype {mask.dtype}.", exc=TypeError)
@@ -207,4 +257,4 @@ def apply_mask(
         out_shape = None
     if out_shape != x.shape:
         raise fail(fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}.")
-    return scale_kept(x, mask, rate, inverted=inverted)
+    return scale_kept(x, mask, rate, inverted=inverted, precision=precision)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxreg
 
@@ -28,6 +29,7 @@ class Op:
       units: ``units(key, rate) -> bool array`` of independent keep draws (at least
         1e6 of them) for the keep-fraction test, or None if the op has its own.
       short_circuits: a Python rate of 0 returns the input object itself.
+      keep: the keep probability for a rate (what kept units are divided by).
     """
 
     name: str
@@ -36,6 +38,7 @@ class Op:
     kind: str
     units: Callable | None = None
     short_circuits: bool = True
+    keep: Callable[[float], float] = lambda rate: 1.0 - rate
 
     def __str__(self) -> str:
         return self.name
@@ -53,6 +56,8 @@ def _batch_units(call, n):
 
 
 _dropout = lambda k, x, r: jaxreg.dropout(k, x, rate=r)  # noqa: E731
+_fast = lambda k, x, r: jaxreg.dropout(k, x, rate=r, precision="fast")  # noqa: E731
+_fast_spatial = lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r, precision="fast")  # noqa: E731
 _classic = lambda k, x, r: jaxreg.dropout(k, x, rate=r, inverted=False)  # noqa: E731
 _shared = lambda k, x, r: jaxreg.dropout(k, x, rate=r, broadcast_dims=(0,))  # noqa: E731
 _noise = lambda k, x, r: jaxreg.dropout(k, x, rate=r, noise_shape=(None, 1, None))  # noqa: E731
@@ -69,6 +74,10 @@ _block = lambda k, x, r: jaxreg.dropblock(k, x, rate=r, block_size=3)  # noqa: E
 def _dropconnect_like_mask(k, x, r):
     """bernoulli_mask + apply_mask, the two halves of dropout."""
     return jaxreg.apply_mask(x, jaxreg.bernoulli_mask(k, x.shape, rate=r), rate=r)
+
+
+def _fast_keep(rate: float) -> float:
+    return min(max(np.floor((1 - rate) * 256 + 0.5), 0), 256) / 256
 
 
 OPS: tuple[Op, ...] = (
@@ -122,6 +131,22 @@ OPS: tuple[Op, ...] = (
         (4, 7, 6),
         "mask",
         _ones_units(_variational, (1000, 3, 1000), lambda y: y[:, 0]),
+    ),
+    Op(
+        "dropout_fast",
+        _fast,
+        (8, 21),
+        "mask",
+        _ones_units(_fast, (1000, 1000), lambda y: y),
+        keep=_fast_keep,
+    ),
+    Op(
+        "spatial_dropout_fast",
+        _fast_spatial,
+        (4, 3, 5, 6),
+        "mask",
+        _ones_units(_fast_spatial, (1000, 2, 2, 1000), lambda y: y[:, 0, 0]),
+        keep=_fast_keep,
     ),
     Op("gaussian_dropout", _gaussian, (8, 16), "affine"),
     Op("alpha_dropout", _alpha, (8, 16), "affine"),

@@ -113,3 +113,53 @@ def test_apply_mask_broadcasts_a_smaller_mask():
     x = jnp.arange(1.0, 7.0).reshape(2, 3)
     y = jaxreg.apply_mask(x, jnp.array([True, False, True]), rate=0.5)
     np.testing.assert_array_equal(y, [[2.0, 0.0, 6.0], [8.0, 0.0, 12.0]])
+
+
+def test_fast_bytes_follow_their_documented_layout():
+    from jaxreg import _bits
+
+    key = jax.random.key(3)
+    b = np.asarray(_bits.random_bytes(key, (3, 19)))
+    d = jax.random.key_data(jax.random.key(3))
+    counters = jnp.arange(9, dtype=jnp.uint32)  # 3 rows x ceil(19 / 8) hashes
+    x0, x1 = _bits.threefry2x32(d[0], d[1], jnp.uint32(0), counters)
+    words = np.stack([np.asarray(x0), np.asarray(x1)], -1).astype("<u4")
+    np.testing.assert_array_equal(b, words.view(np.uint8).reshape(3, 24)[:, :19])
+    assert _bits.random_bytes(jax.random.key(4), ()).shape == ()
+    assert _bits.random_bytes(jax.random.key(5), (4, 0)).shape == (4, 0)
+
+
+def test_fast_bytes_are_uniform():
+    from jaxreg import _bits
+
+    b = np.asarray(_bits.random_bytes(jax.random.key(6), (2000, 1000)))
+    assert_uniform_counts(np.bincount(b.ravel(), minlength=256))
+    # Each byte position within a hash is uniform too.
+    for j in range(8):
+        assert_uniform_counts(np.bincount(b[:, j::8].ravel(), minlength=256))
+
+
+def test_fast_mode_quantizes_the_rate_and_stays_unbiased():
+    n = 4_000_000
+    y = np.asarray(jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=0.1, precision="fast"))
+    kept = int((y != 0).sum())
+    assert_binomial(kept, n, 230 / 256)  # round(0.9 * 256) = 230
+    with pytest.raises(AssertionError):  # the quantization is visible at this n
+        assert_binomial(kept, n, 0.9)
+    np.testing.assert_array_equal(np.unique(y[y != 0]), np.float32(256 / 230))
+    from stats import assert_mean
+
+    assert_mean(y, 1.0)
+
+
+def test_fast_mask_and_apply_compose_like_dropout():
+    x = jax.random.normal(jax.random.key(8), (16, 40))
+    y = jaxreg.dropout(jax.random.key(9), x, rate=0.3, precision="fast")
+    m = jaxreg.bernoulli_mask(jax.random.key(9), x.shape, rate=0.3, precision="fast")
+    np.testing.assert_array_equal(y, jaxreg.apply_mask(x, m, rate=0.3, precision="fast"))
+    with pytest.raises(
+        ValueError, match=r"jaxreg\.dropout: precision must be 'exact' .* got 'fastest'"
+    ):
+        jaxreg.dropout(jax.random.key(10), x, rate=0.3, precision="fastest")
+    with pytest.raises(ValueError, match=r"jaxreg\.apply_mask: precision must be"):
+        jaxreg.apply_mask(x, m, rate=0.3, precision=None)

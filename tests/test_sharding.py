@@ -22,6 +22,7 @@ SCRIPT = textwrap.dedent(
         "broadcast": lambda k, x, r: jaxreg.dropout(k, x, rate=0.3, broadcast_dims=(1,)),
         "drop_path": lambda k, x, r: jaxreg.drop_path(k, x, rate=r),
         "gaussian": lambda k, x, r: jaxreg.gaussian_dropout(k, x, rate=0.3),
+        "fast": lambda k, x, r: jaxreg.dropout(k, x, rate=r, precision="fast"),
     }
     collectives = re.compile(r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter")
     for name, op in ops.items():
@@ -50,4 +51,4 @@ def test_sharded_dropout_equals_unsharded_without_collectives():
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    assert out.stdout.count("ok ") == 5, out.stdout
+    assert out.stdout.count("ok ") == 6, out.stdout
