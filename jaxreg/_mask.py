@@ -52,7 +52,7 @@ def check_precision(fn: str, precision: Any) -> str:
 
 
 def fast_threshold(rate: Rate) -> int | Array:
-    """k = round((1 - rate) * 256) in [0, 256]: keep where an 8-bit value is < k."""
+    """The threshold round((1 - rate) * 256) in [0, 256]: keep where a byte is below it."""
     scale = 2**_FAST_BITS
     if isinstance(rate, float):
         return min(max(math.floor((1.0 - rate) * scale + 0.5), 0), scale)
