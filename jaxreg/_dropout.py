@@ -35,8 +35,7 @@ def masked(
         return x
     if isinstance(rate, float) and rate == 1.0:
         return jnp.zeros_like(x)
-    keep = _mask.draw_keep(key, shape, rate, precision)
-    return _mask.scale_kept(x, keep, rate, inverted=inverted, precision=precision)
+    return _mask.drop(key, x, rate, shape, inverted=inverted, precision=precision)
 
 
 def dropout(

@@ -15,9 +15,10 @@ as flax does. A keep probability of 0 is replaced by 1 in the division so that
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +203,54 @@ def scale_kept(
         kept = x
     out = jnp.where(mask, kept, jnp.zeros((), x.dtype))
     return poison_invalid(out, rate)
+
+
+class _Spec(NamedTuple):
+    """Static part of a ``drop`` call (hashable, for ``custom_jvp``)."""
+
+    shape: Shape
+    inverted: bool
+    precision: str
+    static_rate: float | None
+
+
+def drop(
+    key: Array, x: Array, rate: Rate, shape: Shape, *, inverted: bool, precision: str
+) -> Array:
+    """Draws a keep-mask of ``shape`` (broadcast to ``x``) and applies it; no validation.
+
+    Without differentiation this is one fused pass: hash, threshold and select. Under
+    ``jax.grad``/``jax.jvp`` the mask is computed once and stored (one byte per mask
+    element), and the tangent and its transpose read it instead of hashing again:
+    value_and_grad is about twice as fast at 1M elements on CPU (``bench/``). A
+    ``custom_vjp`` would do the same but forbid forward-mode autodiff.
+    """
+    static = rate if isinstance(rate, float) else None
+    traced = jnp.zeros((), jnp.float32) if static is not None else rate
+    return _drop(_Spec(tuple(shape), inverted, precision, static), key, x, traced)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _drop(spec: _Spec, key: Array, x: Array, rate: Array) -> Array:
+    r = rate if spec.static_rate is None else spec.static_rate
+    mask = draw_keep(key, spec.shape, r, spec.precision)
+    return scale_kept(x, mask, r, inverted=spec.inverted, precision=spec.precision)
+
+
+@_drop.defjvp
+def _drop_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    key, x, rate = primals
+    _, x_dot, rate_dot = tangents
+    r = rate if spec.static_rate is None else spec.static_rate
+    mask = draw_keep(key, spec.shape, r, spec.precision)
+    stored = _bits.keep_in_memory(mask.astype(jnp.uint8), jax.random.key_data(key))
+    mask = stored.astype(jnp.bool_)
+
+    def apply(x, rate):
+        r = rate if spec.static_rate is None else spec.static_rate
+        return scale_kept(x, mask, r, inverted=spec.inverted, precision=spec.precision)
+
+    return jax.jvp(apply, (x, rate), (x_dot, rate_dot))
 
 
 def poison_invalid(out: Array, rate: Rate) -> Array:

@@ -120,3 +120,52 @@ def test_recurrent_state_mask_recipe_in_scan():
     for t in range(steps):
         hl = jnp.tanh(xs[t] + jaxreg.apply_mask(hl, mask, rate=rate) @ w)
     np.testing.assert_allclose(h, hl, rtol=1e-5, atol=1e-6)
+
+
+def _reference(key, x, rate):
+    """Default autodiff through the same mask (no custom_jvp)."""
+    return jaxreg.apply_mask(x, jaxreg.bernoulli_mask(key, x.shape, rate=rate), rate=rate)
+
+
+@pytest.mark.parametrize("traced", [False, True], ids=["python", "traced"])
+def test_gradients_equal_default_autodiff_for_x_and_rate(traced):
+    x = jax.random.normal(jax.random.key(12), (16, 24))
+    c = jax.random.normal(jax.random.key(13), (16, 24))
+    rate = jnp.float32(0.3) if traced else 0.3
+
+    def loss(f, x, r):
+        return jnp.vdot(f(jax.random.key(14), x, r), c)
+
+    ours = jax.grad(loss, argnums=1)(lambda k, x, r: jaxreg.dropout(k, x, rate=r), x, rate)
+    ref = jax.grad(loss, argnums=1)(_reference, x, rate)
+    np.testing.assert_array_equal(ours, ref)
+    if traced:
+        g_ours = jax.grad(loss, argnums=2)(lambda k, x, r: jaxreg.dropout(k, x, rate=r), x, rate)
+        g_ref = jax.grad(loss, argnums=2)(_reference, x, rate)
+        np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6)
+
+
+def test_forward_mode_autodiff_works():
+    x = jax.random.normal(jax.random.key(15), (4, 5))
+    f = lambda x: jaxreg.dropout(jax.random.key(16), x, rate=0.5)  # noqa: E731
+    y, y_dot = jax.jvp(f, (x,), (jnp.ones_like(x),))
+    np.testing.assert_array_equal(y_dot, jnp.where(y != 0, 2.0, 0.0))
+    h = jax.hessian(lambda x: jnp.sum(f(x) ** 2))(x)
+    assert h.shape == (4, 5, 4, 5)
+
+
+def _hash_count(fn, *args):
+    """How many Threefry key schedules the compiled program contains."""
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    return hlo.count(str(0x1BD11BDA))
+
+
+def test_value_and_grad_hashes_once_and_forward_stays_fused():
+    x = jnp.ones((256, 256))
+    key = jax.random.key(17)
+    grad_ours = jax.value_and_grad(lambda x, k: jnp.sum(jaxreg.dropout(k, x, rate=0.3) ** 2))
+    grad_ref = jax.value_and_grad(lambda x, k: jnp.sum(_reference(k, x, 0.3) ** 2))
+    assert _hash_count(grad_ours, x, key) == 1  # the mask is stored, not recomputed
+    assert _hash_count(grad_ref, x, key) == 2  # XLA recomputes it in the backward pass
+    forward = jax.jit(lambda k, x: jaxreg.dropout(k, x, rate=0.3)).lower(key, x).compile()
+    assert "while" not in forward.as_text()  # plain forward: one fused pass, nothing stored
