@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxreg import _bits, _mask
-from jaxreg._checks import check_float_array, check_probability, fail, normalize_axes
+from jaxreg import _mask
+from jaxreg._checks import fail, normalize_axes
 
 Array = jax.Array
 
@@ -83,9 +83,7 @@ def dropblock(
       NeurIPS 2018.
     """
     fn = "dropblock"
-    key = _bits.check_key(fn, key)
-    x = check_float_array(fn, "x", x)
-    rate = check_probability(fn, "rate", rate)
+    key, x, rate, early = _mask.prologue(fn, key, x, rate)
     if not 3 <= x.ndim <= 5:
         raise fail(
             fn,
@@ -97,10 +95,8 @@ def dropblock(
     spatial = tuple(a for a in range(1, x.ndim) if a != channel)
     sizes = tuple(x.shape[a] for a in spatial)
     blocks = _block_sizes(fn, block_size, sizes)
-    if isinstance(rate, float) and rate == 0.0:
-        return x
-    if isinstance(rate, float) and rate == 1.0:
-        return jnp.zeros_like(x)
+    if early is not None:
+        return early
 
     valid = tuple(s - b + 1 for s, b in zip(sizes, blocks, strict=True))
     ratio = math.prod(sizes) / (math.prod(blocks) * math.prod(valid))

@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg import _bits, _mask
+from jaxreg import _mask
 from jaxreg._checks import check_float_array, check_probability, fail, normalize_axes
 
 Array = jax.Array
@@ -26,15 +26,11 @@ def masked(
     precision: str = "exact",
 ) -> Array:
     """Validates, draws one keep-mask at the (possibly reduced) mask shape, applies it."""
-    key = _bits.check_key(fn, key)
-    x = check_float_array(fn, "x", x)
-    rate = check_probability(fn, "rate", rate)
+    key, x, rate, early = _mask.prologue(fn, key, x, rate)
     precision = _mask.check_precision(fn, precision)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
-    if isinstance(rate, float) and rate == 0.0:
-        return x
-    if isinstance(rate, float) and rate == 1.0:
-        return jnp.zeros_like(x)
+    if early is not None:
+        return early
     return _mask.drop(key, x, rate, shape, inverted=inverted, precision=precision)
 
 

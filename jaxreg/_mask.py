@@ -104,6 +104,23 @@ def draw_keep(key: Array, shape: Shape, rate: Rate, precision: str = "exact") ->
     return (bits >> np.uint32(32 - _MANTISSA)) < keep_threshold(rate)
 
 
+def prologue(fn: str, key: Any, x: Any, rate: Any) -> tuple[Array, Array, Rate, Array | None]:
+    """Validates ``(key, x, rate)`` for an op; also returns its result when the rate decides.
+
+    The last item is ``x`` itself for a Python rate of 0 (nothing is drawn), zeros for
+    a Python rate of 1, and None otherwise (the op must compute).
+    """
+    key = _bits.check_key(fn, key)
+    x = check_float_array(fn, "x", x)
+    rate = check_probability(fn, "rate", rate)
+    early = None
+    if isinstance(rate, float) and rate == 0.0:
+        early = x
+    elif isinstance(rate, float) and rate == 1.0:
+        early = jnp.zeros_like(x)
+    return key, x, rate, early
+
+
 def mask_shape(
     fn: str,
     shape: Shape,

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _bits, _mask
-from jaxreg._checks import check_float_array, check_probability
 
 Array = jax.Array
 
@@ -39,15 +38,10 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
       Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
       Overfitting." JMLR 15, 2014, section 10 (multiplicative Gaussian noise).
     """
-    fn = "gaussian_dropout"
-    key = _bits.check_key(fn, key)
-    x = check_float_array(fn, "x", x)
-    rate = check_probability(fn, "rate", rate)
+    key, x, rate, early = _mask.prologue("gaussian_dropout", key, x, rate)
+    if early is not None:
+        return early
     if isinstance(rate, float):
-        if rate == 0.0:
-            return x
-        if rate == 1.0:
-            return jnp.zeros_like(x)
         sigma = np.float32(np.sqrt(rate / (1.0 - rate)))
         noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
         return x * noise.astype(x.dtype)
@@ -82,15 +76,10 @@ def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
       Klambauer, Unterthiner, Mayr, Hochreiter. "Self-Normalizing Neural Networks."
       NeurIPS 2017.
     """
-    fn = "alpha_dropout"
-    key = _bits.check_key(fn, key)
-    x = check_float_array(fn, "x", x)
-    rate = check_probability(fn, "rate", rate)
+    key, x, rate, early = _mask.prologue("alpha_dropout", key, x, rate)
+    if early is not None:
+        return early
     if isinstance(rate, float):
-        if rate == 0.0:
-            return x
-        if rate == 1.0:
-            return jnp.zeros_like(x)
         q = 1.0 - rate
     else:
         q = 1.0 - rate
