@@ -79,6 +79,12 @@ def _example_mask(impl: Any, static_rate: float | None, data: Array, rate: Any, 
     return _mask.draw_keep(jax.random.wrap_key_data(data, impl=impl), shape, r), r
 
 
+def _example_mask_once(impl: Any, static_rate: float | None, data: Array, rate: Any, shape: Any):
+    """The mask, packed and unpacked: XLA then hashes once for its two backward uses."""
+    keep, r = _example_mask(impl, static_rate, data, rate, shape)
+    return _mask.unpack_bits(_mask.pack_bits(keep), shape[-1]), r
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _per_example_matmul(impl, static_rate, x, kernel, data, rate):
     """``y[b] = x[b] @ drop_connect(key_b, kernel)``, one example at a time."""
@@ -100,7 +106,7 @@ def _per_example_bwd(impl, static_rate, res, g):
 
     def body(dw, row):
         xb, gb, db = row
-        keep, r = _example_mask(impl, static_rate, db, rate, kernel.shape)
+        keep, r = _example_mask_once(impl, static_rate, db, rate, kernel.shape)
         dxb = _mask.scale_kept(kernel, keep, r, inverted=True) @ gb
         outer = xb.astype(jnp.float32)[:, None] * gb.astype(jnp.float32)[None, :]
         return dw + jnp.where(keep, outer, 0.0), dxb.astype(x.dtype)

@@ -208,3 +208,21 @@ def apply_mask(
     if out_shape != x.shape:
         raise fail(fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}.")
     return scale_kept(x, mask, rate, inverted=inverted)
+
+
+def pack_bits(mask: Array) -> Array:
+    """Packs a bool array along its last axis, 32 per uint32 word (bit k = element k).
+
+    The packing is a reduction, so XLA materialises its (32x smaller) result instead of
+    recomputing the mask inside every consumer: draw once, ``unpack_bits`` where used.
+    """
+    n = mask.shape[-1]
+    padded = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, (-n) % 32)])
+    words = padded.reshape(*mask.shape[:-1], -1, 32).astype(jnp.uint32)
+    return jnp.sum(words << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
+def unpack_bits(words: Array, n: int) -> Array:
+    """Inverse of ``pack_bits``: the first ``n`` bits along the last axis, as bool."""
+    bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & np.uint32(1)
+    return bits.reshape(*words.shape[:-1], -1)[..., :n].astype(jnp.bool_)
