@@ -285,6 +285,13 @@ def test_tree_where_as_bool_tree_prefix_or_callable():
     jax.tree.map(np.testing.assert_array_equal, traced, c)
 
 
+def _infer(**kw):
+    kw = {"rate": 0.5, "activation": jax.nn.relu, "num_samples": 4, **kw}
+    return jaxreg.drop_connect_inference(
+        jax.random.key(0), jnp.ones((2, 3)), jnp.ones((3, 2)), **kw
+    )
+
+
 @pytest.mark.parametrize(
     "call, exc, match",
     [
@@ -317,39 +324,17 @@ def test_tree_where_as_bool_tree_prefix_or_callable():
             r"kernel must be a floating-point array",
         ),
         (
-            lambda: jaxreg.drop_connect_inference(
-                jax.random.key(0),
-                jnp.ones((2, 3)),
-                jnp.ones((3, 2)),
-                rate=0.5,
-                activation=jax.nn.relu,
-                num_samples=0,
-            ),
+            lambda: _infer(num_samples=0),
             ValueError,
             r"drop_connect_inference: num_samples must be >= 1, got 0",
         ),
         (
-            lambda: jaxreg.drop_connect_inference(
-                jax.random.key(0),
-                jnp.ones((2, 3)),
-                jnp.ones((3, 2)),
-                rate=0.5,
-                activation="relu",
-                num_samples=4,
-            ),
+            lambda: _infer(activation="relu"),
             TypeError,
             r"activation must be callable",
         ),
         (
-            lambda: jaxreg.drop_connect_inference(
-                jax.random.key(0),
-                jnp.ones((2, 3)),
-                jnp.ones((3, 2)),
-                rate=0.5,
-                activation=jax.nn.relu,
-                num_samples=4,
-                method="mc",
-            ),
+            lambda: _infer(method="mc"),
             ValueError,
             r"method must be 'moments' or 'scale', got 'mc'",
         ),
