@@ -6,6 +6,12 @@ penalties and constraints, with thin Flax and Optax adapters (``jaxreg.linen``,
 """
 
 from jaxreg._dropblock import dropblock as dropblock
+
+# DropConnect
+from jaxreg._dropconnect import drop_connect as drop_connect
+from jaxreg._dropconnect import drop_connect_dense as drop_connect_dense
+from jaxreg._dropconnect import drop_connect_inference as drop_connect_inference
+from jaxreg._dropconnect import drop_connect_tree as drop_connect_tree
 from jaxreg._dropout import dropout as dropout
 from jaxreg._dropout import scale_for_inference as scale_for_inference
 from jaxreg._dropout import spatial_dropout as spatial_dropout
@@ -66,4 +72,9 @@ __all__ = [
     "prox_l1",
     "resolve_where",
     "unit_norm",
+    # DropConnect
+    "drop_connect",
+    "drop_connect_dense",
+    "drop_connect_inference",
+    "drop_connect_tree",
 ]

@@ -104,14 +104,16 @@ def draw_keep(key: Array, shape: Shape, rate: Rate, precision: str = "exact") ->
     return (bits >> np.uint32(32 - _MANTISSA)) < keep_threshold(rate)
 
 
-def prologue(fn: str, key: Any, x: Any, rate: Any) -> tuple[Array, Array, Rate, Array | None]:
+def prologue(
+    fn: str, key: Any, x: Any, rate: Any, name: str = "x"
+) -> tuple[Array, Array, Rate, Array | None]:
     """Validates ``(key, x, rate)`` for an op; also returns its result when the rate decides.
 
     The last item is ``x`` itself for a Python rate of 0 (nothing is drawn), zeros for
     a Python rate of 1, and None otherwise (the op must compute).
     """
     key = _bits.check_key(fn, key)
-    x = check_float_array(fn, "x", x)
+    x = check_float_array(fn, name, x)
     rate = check_probability(fn, "rate", rate)
     early = None
     if isinstance(rate, float) and rate == 0.0:
@@ -324,3 +326,21 @@ def apply_mask(
     if out_shape != x.shape:
         raise fail(fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}.")
     return scale_kept(x, mask, rate, inverted=inverted, precision=precision)
+
+
+def pack_bits(mask: Array) -> Array:
+    """Packs a bool array along its last axis, 32 per uint32 word (bit k = element k).
+
+    The packing is a reduction, so XLA materialises its (32x smaller) result instead of
+    recomputing the mask inside every consumer: draw once, ``unpack_bits`` where used.
+    """
+    n = mask.shape[-1]
+    padded = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, (-n) % 32)])
+    words = padded.reshape(*mask.shape[:-1], -1, 32).astype(jnp.uint32)
+    return jnp.sum(words << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
+def unpack_bits(words: Array, n: int) -> Array:
+    """Inverse of ``pack_bits``: the first ``n`` bits along the last axis, as bool."""
+    bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & np.uint32(1)
+    return bits.reshape(*words.shape[:-1], -1)[..., :n].astype(jnp.bool_)

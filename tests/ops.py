@@ -71,6 +71,21 @@ _batch = lambda k, x, r: jaxreg.drop_path(k, x, rate=r, mode="batch")  # noqa: E
 _block = lambda k, x, r: jaxreg.dropblock(k, x, rate=r, block_size=3)  # noqa: E731
 
 
+# DropConnect. The dense ops use an identity kernel, so y[b, j] = x[b, j] * mask / keep
+# (the affine check then holds elementwise); the input is named x, as the tests expect.
+_eye = lambda x: jnp.eye(x.shape[-1], dtype=x.dtype)  # noqa: E731
+_dc = lambda k, x, r: jaxreg.drop_connect(k, x, rate=r)  # noqa: E731
+_dc_classic = lambda k, x, r: jaxreg.drop_connect(k, x, rate=r, inverted=False)  # noqa: E731
+_dc_dense = lambda k, x, r: jaxreg.drop_connect_dense(k, x, _eye(x), rate=r)  # noqa: E731
+_dc_per_example = lambda k, x, r: jaxreg.drop_connect_dense(  # noqa: E731
+    k, x, _eye(x), rate=r, per_example=True
+)
+_dc_tree = lambda k, x, r: jaxreg.drop_connect_tree(k, {"w": x}, rate=r, where={"w": True})["w"]  # noqa: E731
+_dc_inference = lambda k, x, r: jaxreg.drop_connect_inference(  # noqa: E731
+    k, x, _eye(x), rate=r, activation=lambda u: u, num_samples=1
+)
+
+
 def _dropconnect_like_mask(k, x, r):
     """bernoulli_mask + apply_mask, the two halves of dropout."""
     return jaxreg.apply_mask(x, jaxreg.bernoulli_mask(k, x.shape, rate=r), rate=r)
@@ -159,4 +174,17 @@ OPS: tuple[Op, ...] = (
     ),
     Op("drop_path_batch", _batch, (8, 3), "mask", _batch_units(_batch, 1_000_000)),
     Op("dropblock", _block, (2, 9, 9, 3), "block"),
+    # DropConnect
+    Op("drop_connect", _dc, (8, 16), "mask", _ones_units(_dc, (1000, 1000), lambda y: y)),
+    Op("drop_connect_classic", _dc_classic, (8, 16), "classic"),
+    Op("drop_connect_dense", _dc_dense, (8, 16), "affine", short_circuits=False),
+    Op("drop_connect_dense_per_example", _dc_per_example, (8, 16), "affine", short_circuits=False),
+    Op(
+        "drop_connect_tree",
+        _dc_tree,
+        (8, 16),
+        "mask",
+        _ones_units(_dc_tree, (1000, 1000), lambda y: y),
+    ),
+    Op("drop_connect_inference", _dc_inference, (8, 16), "affine", short_circuits=False),
 )

@@ -1,0 +1,316 @@
+"""DropConnect: dropout on weights instead of activations, ``r = a((M * W) v)``.
+
+Masks come from ``_mask.draw_keep`` (the bit engine), so ``drop_connect(key, w)`` is
+``apply_mask(w, bernoulli_mask(key, w.shape))`` bit for bit.
+
+Per-example masks (``drop_connect_dense(..., per_example=True)``): example ``b`` (the
+``b``-th row of ``x`` with its leading axes flattened) uses the weights
+``drop_connect(jax.random.fold_in(key, b), kernel)``. Its mask does not depend on the
+batch size. A ``custom_vjp`` loops over the examples and regenerates each mask from its
+key in the backward pass, so no (batch, in, out) array exists in either pass.
+
+References:
+  Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
+  DropConnect." ICML 2013.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxreg import _bits, _mask
+from jaxreg._checks import check_float_array, check_positive_int, check_probability, fail
+from jaxreg._filters import kernels_only, resolve_where
+
+Array = jax.Array
+Rate = float | Array
+
+
+def _masked(key: Array, w: Array, rate: Rate, inverted: bool = True) -> Array:
+    """The one DropConnect draw: ``w`` with a fresh keep-mask applied (no validation)."""
+    return _mask.drop(key, w, rate, w.shape, inverted=inverted, precision="exact")
+
+
+def drop_connect(key: Any, w: Array, *, rate: float | Array, inverted: bool = True) -> Array:
+    """DropConnect on a weight array: each weight is zeroed with probability ``rate``.
+
+    Args:
+      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
+      w: floating-point weights of any shape.
+      rate: probability of dropping a weight (not the keep probability); a Python
+        number in [0, 1] or a scalar array that may be traced. A traced rate outside
+        [0, 1] gives NaN. Python ``rate=0`` returns ``w`` itself and draws nothing.
+      inverted: scale kept weights by 1/(1 - rate) (default) or keep them unscaled
+        (the paper's form; then use ``drop_connect_inference``).
+
+    Returns:
+      An array of ``w``'s shape and dtype, equal to ``apply_mask(w, bernoulli_mask(key,
+      w.shape, rate=rate), rate=rate, inverted=inverted)``.
+
+    References:
+      Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
+      DropConnect." ICML 2013.
+    """
+    key, w, rate, early = _mask.prologue("drop_connect", key, w, rate, name="w")
+    return early if early is not None else _masked(key, w, rate, inverted)
+
+
+def _example_key_data(key: Array, n: int) -> Array:
+    """Raw data of ``fold_in(key, b)`` for b < n; uses ``key`` once (key-reuse checker)."""
+    key = _bits.consume(key)
+    keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(n, dtype=jnp.uint32))
+    return jax.random.key_data(keys)
+
+
+def _example_mask(impl: Any, static_rate: float | None, data: Array, rate: Any, shape: Any):
+    r = rate if static_rate is None else static_rate
+    return _mask.draw_keep(jax.random.wrap_key_data(data, impl=impl), shape, r), r
+
+
+def _example_mask_once(impl: Any, static_rate: float | None, data: Array, rate: Any, shape: Any):
+    """The mask, packed and unpacked: XLA then hashes once for its two backward uses."""
+    keep, r = _example_mask(impl, static_rate, data, rate, shape)
+    return _mask.unpack_bits(_mask.pack_bits(keep), shape[-1]), r
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _per_example_matmul(impl, static_rate, x, kernel, data, rate):
+    """``y[b] = x[b] @ drop_connect(key_b, kernel)``, one example at a time."""
+
+    def body(_, row):
+        xb, db = row
+        keep, r = _example_mask(impl, static_rate, db, rate, kernel.shape)
+        return None, xb @ _mask.scale_kept(kernel, keep, r, inverted=True)
+
+    return lax.scan(body, None, (x, data))[1]
+
+
+def _per_example_fwd(impl, static_rate, x, kernel, data, rate):
+    return _per_example_matmul(impl, static_rate, x, kernel, data, rate), (x, kernel, data, rate)
+
+
+def _per_example_bwd(impl, static_rate, res, g):
+    x, kernel, data, rate = res
+
+    def body(dw, row):
+        xb, gb, db = row
+        keep, r = _example_mask_once(impl, static_rate, db, rate, kernel.shape)
+        dxb = _mask.scale_kept(kernel, keep, r, inverted=True) @ gb
+        outer = xb.astype(jnp.float32)[:, None] * gb.astype(jnp.float32)[None, :]
+        return dw + jnp.where(keep, outer, 0.0), dxb.astype(x.dtype)
+
+    dw, dx = lax.scan(body, jnp.zeros(kernel.shape, jnp.float32), (x, g, data))
+    r = rate if static_rate is None else static_rate
+    dw = _mask.scale_kept(dw, jnp.bool_(True), r, inverted=True).astype(kernel.dtype)
+    return dx, dw, None, None if rate is None else jnp.zeros_like(rate)
+
+
+_per_example_matmul.defvjp(_per_example_fwd, _per_example_bwd)
+
+
+def _check_dense(fn: str, x: Any, kernel: Any, bias: Any) -> tuple[Array, Array, Array | None]:
+    x = check_float_array(fn, "x", x)
+    kernel = check_float_array(fn, "kernel", kernel)
+    if kernel.ndim != 2:
+        raise fail(fn, f"kernel must be 2-D (in, out), got shape {kernel.shape}.")
+    if x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
+        raise fail(
+            fn,
+            f"x must have shape (..., {kernel.shape[0]}) to match kernel {kernel.shape}, "
+            f"got {x.shape}.",
+        )
+    if bias is not None:
+        bias = check_float_array(fn, "bias", bias)
+        if bias.shape != kernel.shape[1:]:
+            raise fail(fn, f"bias must have shape ({kernel.shape[1]},), got {bias.shape}.")
+    return x, kernel, bias
+
+
+def drop_connect_dense(
+    key: Any,
+    x: Array,
+    kernel: Array,
+    bias: Array | None = None,
+    *,
+    rate: float | Array,
+    per_example: bool = False,
+) -> Array:
+    """A dense layer ``x @ (M * kernel) / (1 - rate) + bias`` with DropConnect.
+
+    The bias is not dropped. ``per_example=False`` draws one mask for the whole batch:
+    exactly ``x @ drop_connect(key, kernel, rate=rate) + bias``. ``per_example=True``
+    draws an independent mask for every example, as in the paper: row ``b`` of ``x``
+    (leading axes flattened, row-major) uses ``drop_connect(jax.random.fold_in(key, b),
+    kernel, rate=rate)``. That costs batch * in * out random draws (forward and again in
+    backward) but only O(in * out) memory: masks are regenerated from the key in a
+    ``custom_vjp``, never stored as a (batch, in, out) array.
+
+    Args:
+      key: a PRNG key.
+      x: floating-point inputs of shape ``(..., in)``.
+      kernel: floating-point weights of shape ``(in, out)``.
+      bias: optional ``(out,)`` bias, added after the masked product.
+      rate: probability of dropping a weight (see ``drop_connect``). Python ``rate=0``
+        is the plain dense layer and draws nothing; ``rate=1`` gives ``bias`` (or
+        zeros) with zero gradients for ``x`` and ``kernel``, even for inf inputs.
+      per_example: one mask per example (True) or one for the batch (False).
+
+    Returns:
+      An array of shape ``(..., out)`` in the promoted dtype of ``x``, ``kernel``, ``bias``.
+
+    References:
+      Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
+      DropConnect." ICML 2013, section 2.
+    """
+    fn = "drop_connect_dense"
+    key = _bits.check_key(fn, key)
+    x, kernel, bias = _check_dense(fn, x, kernel, bias)
+    rate = check_probability(fn, "rate", rate)
+    if isinstance(rate, float) and rate == 0.0:
+        y = x @ kernel
+    elif isinstance(rate, float) and rate == 1.0:
+        y = jnp.zeros((*x.shape[:-1], kernel.shape[1]), jnp.result_type(x, kernel))
+    else:
+        if not isinstance(rate, float):  # rate 1: zero x so that inf * 0 cannot give NaN.
+            x = jnp.where(rate < 1.0, x, jnp.zeros((), x.dtype))
+        if not per_example:
+            y = x @ _masked(key, kernel, rate)
+        else:
+            rows = x.reshape(-1, x.shape[-1]).astype(jnp.result_type(x, kernel))
+            data = _example_key_data(key, rows.shape[0])
+            static = rate if isinstance(rate, float) else None
+            dynamic = None if isinstance(rate, float) else rate
+            impl = jax.random.key_impl(key)
+            y = _per_example_matmul(impl, static, rows, kernel.astype(rows.dtype), data, dynamic)
+            y = y.reshape(*x.shape[:-1], kernel.shape[1])
+    return y if bias is None else y + bias
+
+
+def drop_connect_inference(
+    key: Any,
+    x: Array,
+    kernel: Array,
+    bias: Array | None = None,
+    *,
+    rate: float | Array,
+    activation: Callable[[Array], Array],
+    num_samples: int,
+    method: str = "moments",
+    inverted: bool = True,
+) -> Array:
+    """The paper's inference for a DropConnect layer: Gaussian moment matching.
+
+    With keep probability ``p = 1 - rate``, the pre-activation ``u = (M * W) v`` of a
+    trained DropConnect layer is a sum of independent terms; the paper approximates it
+    per unit by a Gaussian with the same mean and variance (Algorithm 2):
+    ``u ~ N(p W v, p (1 - p) (W * W)(v * v))`` for unscaled masks (``inverted=False``),
+    and ``u ~ N(W v, (1 - p) / p (W * W)(v * v))`` for masks scaled by 1/p (the
+    default, as ``drop_connect_dense`` trains). ``num_samples`` draws of ``u`` (from the
+    bit engine, ``_bits.standard_normal``) go through ``activation`` and are averaged.
+    ``method="scale"`` is the plain weight-scaling inference for comparison,
+    ``activation(W v + bias)`` (``activation(p W v + bias)`` if not inverted); it draws
+    nothing.
+
+    Args:
+      key: a PRNG key.
+      x: floating-point inputs ``v`` of shape ``(..., in)``.
+      kernel: weights ``W`` of shape ``(in, out)``.
+      bias: optional ``(out,)`` bias (not dropped; shifts the mean).
+      rate: the drop probability used in training (see ``drop_connect``). Python
+        ``rate=0`` draws nothing; ``rate=1`` (with ``inverted``, infinite variance)
+        gives ``activation(bias)`` by convention, as ``gaussian_dropout`` gives zeros.
+      activation: elementwise nonlinearity ``a`` (e.g. ``jax.nn.relu``).
+      num_samples: number of Gaussian samples per unit (the paper uses Z = 1000).
+      method: ``"moments"`` (the paper's) or ``"scale"``.
+      inverted: whether training scaled kept weights by 1/p (see ``drop_connect``).
+
+    Returns:
+      An array of shape ``(..., out)``: the average of ``activation(u)``. Memory grows
+      as ``num_samples * batch * out``.
+
+    References:
+      Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
+      DropConnect." ICML 2013, section 3 (Algorithm 2).
+    """
+    fn = "drop_connect_inference"
+    key = _bits.check_key(fn, key)
+    x, kernel, bias = _check_dense(fn, x, kernel, bias)
+    rate = check_probability(fn, "rate", rate)
+    num_samples = check_positive_int(fn, "num_samples", num_samples)
+    if not callable(activation):
+        raise fail(fn, f"activation must be callable, got {activation!r}.", exc=TypeError)
+    if method not in ("moments", "scale"):
+        raise fail(fn, f"method must be 'moments' or 'scale', got {method!r}.")
+    shift = jnp.zeros((), x.dtype) if bias is None else bias
+    keep = 1.0 - rate
+    if isinstance(rate, float):
+        if rate == 0.0 or method == "scale":
+            return activation((x @ kernel) * (1.0 if inverted else keep) + shift)
+        if rate == 1.0:
+            return activation(jnp.zeros((*x.shape[:-1], kernel.shape[1])) + shift)
+        factor = rate / keep if inverted else keep * rate
+    else:
+        alive = keep > 0.0
+        x = jnp.where(alive, x, jnp.zeros((), x.dtype))  # no inf * 0 when rate = 1
+        if method == "scale":
+            scale = jnp.asarray(1.0 if inverted else keep, x.dtype)
+            return _mask.poison_invalid(activation((x @ kernel) * scale + shift), rate)
+        factor = rate / jnp.where(alive, keep, 1.0) if inverted else keep * rate
+        factor = jnp.where(alive, factor, 0.0)
+    mean = x @ kernel
+    if not inverted:
+        mean = mean * jnp.asarray(keep, mean.dtype)
+    var = jnp.asarray(factor, mean.dtype) * ((x * x) @ (kernel * kernel))
+    positive = var > 0
+    std = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
+    z = _bits.standard_normal(key, (num_samples, *mean.shape)).astype(mean.dtype)
+    out = jnp.mean(activation(mean + std * z + shift), axis=0)
+    return _mask.poison_invalid(out, rate)
+
+
+def drop_connect_tree(
+    key: Any, params: Any, *, rate: float | Array, where: Any | None = None
+) -> Any:
+    """DropConnect on selected leaves of a parameter pytree (inverted scaling).
+
+    Leaf ``i`` (in ``jax.tree.leaves`` order, counting every leaf, selected or not)
+    uses ``drop_connect(jax.random.split(key, num_leaves)[i], leaf, rate=rate)``, so a
+    leaf's mask does not change when ``where`` selects other leaves.
+
+    Args:
+      key: a PRNG key.
+      params: a pytree of arrays (e.g. flax ``variables["params"]``).
+      rate: probability of dropping a weight (see ``drop_connect``); Python
+        ``rate=0`` returns ``params`` itself and draws nothing.
+      where: which leaves to mask: a bool pytree of ``params``' structure or a callable
+        returning one (see ``jaxreg.by_path``); None means ``jaxreg.kernels_only``:
+        weight matrices and conv kernels, not biases, norm scales or embeddings.
+
+    Returns:
+      A pytree of ``params``' structure; unselected leaves are returned as they are.
+
+    References:
+      Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
+      DropConnect." ICML 2013.
+    """
+    fn = "drop_connect_tree"
+    key = _bits.check_key(fn, key)
+    rate = check_probability(fn, "rate", rate)
+    leaves, treedef = jax.tree.flatten(params)
+    mask = resolve_where(fn, params, kernels_only if where is None else where)
+    selected = jax.tree.leaves(mask)
+    if (isinstance(rate, float) and rate == 0.0) or not any(selected):
+        return params
+    keys = jax.random.split(key, len(leaves))
+    dropped_all = isinstance(rate, float) and rate == 1.0
+    out = [
+        (jnp.zeros_like(v) if dropped_all else _masked(k, v, rate)) if sel else v
+        for k, v, sel in zip(keys, leaves, selected, strict=True)
+    ]
+    return jax.tree.unflatten(treedef, out)
