@@ -165,10 +165,12 @@ def keep_in_memory(words: Array, key_data: Array) -> Array:
     """Returns ``words`` unchanged, but computed once and stored, not fused into readers.
 
     XLA fuses an elementwise producer into every consumer and recomputes it per consumer
-    element; when each hash word feeds 8 mask bytes that would hash 8 times. A
-    ``while`` loop whose trip count XLA cannot see is a fusion boundary (an
-    ``optimization_barrier`` is not: XLA strips it). The loop runs exactly once
-    (``max(k0 >> 31, 1) == 1``) and xors the words with its index, 0: a no-op.
+    element: a hash word read by 8 mask bytes would be hashed 8 times, and a mask read
+    by the forward and the backward pass twice. A ``while`` loop whose trip count XLA
+    cannot see is a fusion boundary (an ``optimization_barrier`` is not: XLA strips
+    it). The loop runs exactly once (``max(k0 >> 31, 1) == 1``) and xors the buffer
+    with its index, 0: a no-op. (Touching a single element instead would save a pass
+    but costs an all-reduce when the buffer is sharded.)
     """
     trips = jnp.maximum(key_data[0] >> np.uint32(31), np.uint32(1)).astype(jnp.int32)
     return lax.fori_loop(0, trips, lambda i, w: w ^ i.astype(w.dtype), words)
