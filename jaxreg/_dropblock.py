@@ -91,7 +91,11 @@ def dropblock(
         )
     (channel,) = normalize_axes(fn, "channel_axis", channel_axis, x.ndim)
     if channel == 0:
-        raise fail(fn, "channel_axis must not be 0, the batch axis.")
+        raise fail(
+            fn,
+            f"channel_axis must not be 0 (the batch axis), got {channel_axis}; "
+            "channels are the last axis (-1) or axis 1.",
+        )
     spatial = tuple(a for a in range(1, x.ndim) if a != channel)
     sizes = tuple(x.shape[a] for a in spatial)
     blocks = _block_sizes(fn, block_size, sizes)

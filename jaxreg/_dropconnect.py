@@ -92,11 +92,12 @@ def _per_example_matmul(impl, static_rate, x, kernel, data, rate):
 
 
 def _per_example_fwd(impl, static_rate, x, kernel, data, rate):
-    return _per_example_matmul(impl, static_rate, x, kernel, data, rate), (x, kernel, data, rate)
+    y = _per_example_matmul(impl, static_rate, x, kernel, data, rate)
+    return y, (x, kernel, data, rate, y)
 
 
 def _per_example_bwd(impl, static_rate, res, g):
-    x, kernel, data, rate = res
+    x, kernel, data, rate, y = res
 
     def body(dw, row):
         xb, gb, db = row
@@ -107,8 +108,17 @@ def _per_example_bwd(impl, static_rate, res, g):
 
     dw, dx = lax.scan(body, jnp.zeros(kernel.shape, jnp.float32), (x, g, data))
     r = rate if static_rate is None else static_rate
-    dw = _mask.scale_kept(dw, jnp.bool_(True), r, inverted=True).astype(kernel.dtype)
-    return dx, dw, None, None if rate is None else jnp.zeros_like(rate)
+    keep = _mask.keep_probability(r)
+    if isinstance(keep, float):
+        inv_keep = 1.0 / keep if keep > 0.0 else 0.0
+    else:
+        inv_keep = jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
+    dw = _mask.poison_invalid(dw * inv_keep, r).astype(kernel.dtype)
+    if rate is None:
+        return dx, dw, None, None
+    # y = x @ (M * W) / keep with keep = 1 - rate, so dy/drate = y / keep.
+    d_rate = jnp.sum(g.astype(jnp.float32) * y.astype(jnp.float32)) * inv_keep
+    return dx, dw, None, d_rate.astype(rate.dtype)
 
 
 _per_example_matmul.defvjp(_per_example_fwd, _per_example_bwd)
@@ -149,7 +159,9 @@ def drop_connect_dense(
     (leading axes flattened, row-major) uses ``drop_connect(jax.random.fold_in(key, b),
     kernel, rate=rate)``. That costs batch * in * out random draws (forward and again in
     backward) but only O(in * out) memory: masks are regenerated from the key in a
-    ``custom_vjp``, never stored as a (batch, in, out) array.
+    ``custom_vjp``, never stored as a (batch, in, out) array. Being a ``custom_vjp``,
+    the per-example mode supports reverse-mode autodiff (``jax.grad``, including the
+    gradient with respect to a traced ``rate``) but not forward mode (``jax.jvp``).
 
     Args:
       key: a PRNG key.
@@ -250,10 +262,11 @@ def drop_connect_inference(
     shift = jnp.zeros((), x.dtype) if bias is None else bias
     keep = 1.0 - rate
     if isinstance(rate, float):
+        if rate == 1.0:  # every weight dropped: only the bias is left (traced rate alike)
+            zeros = jnp.zeros((*x.shape[:-1], kernel.shape[1]), jnp.result_type(x, kernel))
+            return activation(zeros + shift)
         if rate == 0.0 or method == "scale":
             return activation((x @ kernel) * (1.0 if inverted else keep) + shift)
-        if rate == 1.0:
-            return activation(jnp.zeros((*x.shape[:-1], kernel.shape[1])) + shift)
         factor = rate / keep if inverted else keep * rate
     else:
         alive = keep > 0.0

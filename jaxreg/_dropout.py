@@ -158,7 +158,11 @@ def spatial_dropout(
         )
     (channel,) = normalize_axes(fn, "channel_axis", channel_axis, ndim)
     if channel == 0:
-        raise fail(fn, "channel_axis must not be 0, the batch axis.")
+        raise fail(
+            fn,
+            f"channel_axis must not be 0 (the batch axis), got {channel_axis}; "
+            "channels are the last axis (-1) or axis 1.",
+        )
     shared = tuple(d for d in range(1, ndim) if d != channel)
     return masked(fn, key, x, rate, broadcast_dims=shared, precision=precision)
 

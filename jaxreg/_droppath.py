@@ -7,7 +7,13 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
-from jaxreg._checks import check_positive_int, check_probability, fail, is_python_number
+from jaxreg._checks import (
+    check_choice,
+    check_positive_int,
+    check_probability,
+    fail,
+    is_python_number,
+)
 from jaxreg._dropout import masked
 
 Array = jax.Array
@@ -44,15 +50,14 @@ def drop_path(
       ECCV 2016.
     """
     fn = "drop_path"
+    check_choice(fn, "mode", mode, ("row", "batch"))
     ndim = jnp.ndim(x)
     if mode == "row":
         if ndim < 1:
             raise fail(fn, "x must have a batch axis (axis 0) for mode='row', got a scalar.")
         shared = tuple(range(1, ndim))
-    elif mode == "batch":
-        shared = tuple(range(ndim))
     else:
-        raise fail(fn, f"mode must be 'row' or 'batch', got {mode!r}.")
+        shared = tuple(range(ndim))
     return masked(fn, key, x, rate, broadcast_dims=shared, inverted=inverted)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxreg import _bits
 from jaxreg._checks import (
+    check_choice,
     check_float_array,
     check_probability,
     fail,
@@ -43,13 +44,7 @@ PRECISIONS = ("exact", "fast")
 
 def check_precision(fn: str, precision: Any) -> str:
     """Validates the ``precision`` argument of the mask ops."""
-    if precision not in PRECISIONS:
-        raise fail(
-            fn,
-            f"precision must be 'exact' (masks identical to jax.random.bernoulli) or 'fast' "
-            f"(8-bit thresholds, rate quantized to k/256), got {precision!r}.",
-        )
-    return precision
+    return check_choice(fn, "precision", precision, PRECISIONS)
 
 
 def fast_threshold(rate: Rate) -> int | Array:
@@ -167,8 +162,10 @@ def bernoulli_mask(
       key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
       shape: shape of the mask.
       rate: probability of *dropping* (False), not the keep probability. A Python
-        number in [0, 1] or a scalar array (may be traced); the keep probability is
-        resolved in float32. A traced rate outside [0, 1] gives an unspecified mask;
+        number in [0, 1] or a scalar array (may be traced). The keep probability
+        ``1 - rate`` is computed in float64 and rounded to float32 for a Python rate (as
+        flax does), in float32 for an array rate (as ``jax.random.bernoulli`` does);
+        for rates not exact in float32 the two can differ in the last bit. A traced rate outside [0, 1] gives an unspecified mask;
         ``apply_mask`` and the dropout ops turn it into NaN outputs.
       broadcast_dims: axes along which the mask is shared (drawn with size 1 and
         broadcast), e.g. the time axis for variational dropout.

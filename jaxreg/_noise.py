@@ -47,7 +47,10 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
         return x * noise.astype(x.dtype)
     keep = 1.0 - rate
     alive = keep > 0.0
-    sigma = jnp.sqrt(rate / jnp.where(alive, keep, 1.0))
+    variance = rate / jnp.where(alive, keep, 1.0)
+    # sqrt has an infinite derivative at 0: keep d/d(rate) finite at rate = 0.
+    positive = variance > 0.0
+    sigma = jnp.where(positive, jnp.sqrt(jnp.where(positive, variance, 1.0)), 0.0)
     noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
     out = jnp.where(alive, x * noise.astype(x.dtype), jnp.zeros((), x.dtype))
     return _mask.poison_invalid(out, rate)
@@ -79,11 +82,9 @@ def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
     key, x, rate, early = _mask.prologue("alpha_dropout", key, x, rate)
     if early is not None:
         return early
-    if isinstance(rate, float):
-        q = 1.0 - rate
-    else:
-        q = 1.0 - rate
-        q = jnp.where(q > 0.0, q, 1.0)
+    q = 1.0 - rate
+    if not isinstance(rate, float):
+        q = jnp.where(q > 0.0, q, 1.0)  # rate 1 is zeroed below; keep a, b finite
     a = (q + ALPHA_PRIME**2 * q * (1.0 - q)) ** -0.5
     b = -a * (1.0 - q) * ALPHA_PRIME
     keep = _mask.draw_keep(key, x.shape, rate)

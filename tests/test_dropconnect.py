@@ -402,3 +402,50 @@ def test_pack_bits_round_trip_is_exact(shape):
         np.asarray(words).reshape(-1, words.shape[-1])[0, 0] >> np.arange(min(32, shape[-1])) & 1,
         flat[:32],
     )
+
+
+def test_per_example_rate_gradient_equals_materialised_reference():
+    x, kernel, bias = _ints(40, (B, IN)), _ints(41, (IN, OUT)), _ints(42, (OUT,))
+
+    def f(r):
+        y = jaxreg.drop_connect_dense(jax.random.key(43), x, kernel, bias, rate=r, per_example=True)
+        return jnp.sum(y * y)
+
+    def ref(r):
+        return jnp.sum(_reference(jax.random.key(43), x, kernel, bias, r) ** 2)
+
+    for rate in (0.25, 0.5):
+        g, h = jax.grad(f)(jnp.float32(rate)), jax.grad(ref)(jnp.float32(rate))
+        np.testing.assert_allclose(g, h, rtol=1e-5)
+        assert float(g) != 0.0
+
+
+@pytest.mark.parametrize("method", ["moments", "scale"])
+def test_inference_rate_one_is_activation_of_bias_python_or_traced(method):
+    x, kernel, bias = jnp.ones((2, 3)), jnp.ones((3, 2)), jnp.array([0.5, -1.0])
+
+    def call(rate):
+        return jaxreg.drop_connect_inference(
+            jax.random.key(44),
+            x,
+            kernel,
+            bias,
+            rate=rate,
+            activation=jax.nn.relu,
+            num_samples=8,
+            method=method,
+        )
+
+    expected = jnp.broadcast_to(jax.nn.relu(bias), (2, 2))
+    np.testing.assert_array_equal(call(1.0), expected)
+    np.testing.assert_array_equal(jax.jit(call)(jnp.float32(1.0)), expected)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 1.0])
+def test_inference_keeps_bf16(rate):
+    x, kernel = jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 2), jnp.bfloat16)
+    for r in (rate, jnp.float32(rate)):
+        y = jaxreg.drop_connect_inference(
+            jax.random.key(45), x, kernel, rate=r, activation=jax.nn.relu, num_samples=4
+        )
+        assert y.dtype == jnp.bfloat16

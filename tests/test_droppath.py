@@ -34,7 +34,9 @@ def test_non_inverted_keeps_values_and_residual_use():
 
 
 def test_drop_path_errors():
-    with pytest.raises(ValueError, match=r"jaxreg\.drop_path: mode must be 'row' or 'batch'"):
+    with pytest.raises(
+        ValueError, match=r"jaxreg\.drop_path: mode must be one of 'row', 'batch', got 'col'"
+    ):
         jaxreg.drop_path(jax.random.key(0), jnp.ones((2, 2)), rate=0.5, mode="col")
     with pytest.raises(ValueError, match="x must have a batch axis"):
         jaxreg.drop_path(jax.random.key(0), jnp.float32(1.0), rate=0.5)

@@ -158,8 +158,25 @@ def test_fast_mask_and_apply_compose_like_dropout():
     m = jaxreg.bernoulli_mask(jax.random.key(9), x.shape, rate=0.3, precision="fast")
     np.testing.assert_array_equal(y, jaxreg.apply_mask(x, m, rate=0.3, precision="fast"))
     with pytest.raises(
-        ValueError, match=r"jaxreg\.dropout: precision must be 'exact' .* got 'fastest'"
+        ValueError,
+        match=r"jaxreg\.dropout: precision must be one of 'exact', 'fast', got 'fastest'",
     ):
         jaxreg.dropout(jax.random.key(10), x, rate=0.3, precision="fastest")
     with pytest.raises(ValueError, match=r"jaxreg\.apply_mask: precision must be"):
         jaxreg.apply_mask(x, m, rate=0.3, precision=None)
+
+
+def test_python_and_array_rates_resolve_the_keep_probability_as_documented():
+    # 1 - 0.00485 rounds differently in float64-then-float32 (Python rate, like flax)
+    # and in float32 (array rate, like jax.random.bernoulli with an array p).
+    rate = 0.00485
+    shape = (4096, 4096)
+    python = jaxreg.bernoulli_mask(jax.random.key(11), shape, rate=rate)
+    array = jaxreg.bernoulli_mask(jax.random.key(11), shape, rate=jnp.float32(rate))
+    np.testing.assert_array_equal(
+        python, jax.random.bernoulli(jax.random.key(11), 1.0 - rate, shape)
+    )
+    np.testing.assert_array_equal(
+        array, jax.random.bernoulli(jax.random.key(11), 1.0 - jnp.float32(rate), shape)
+    )
+    assert np.float32(1.0 - rate) != np.float32(1.0) - np.float32(rate)

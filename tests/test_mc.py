@@ -41,8 +41,12 @@ def test_pytree_outputs_dtypes_and_jit():
         jax.random.key(2)
     )
     assert mean["y"].dtype == jnp.bfloat16 and mean["s"].shape == ()
-    np.testing.assert_allclose(mean["y"].astype(jnp.float32), 1.0, atol=0.3)
-    assert float(var["s"]) > 0
+    samples = jax.vmap(lambda k: fn(k, x))(jax.random.split(jax.random.key(2), 56)[:50])
+    ys = samples["y"].astype(jnp.float32)
+    np.testing.assert_allclose(mean["y"].astype(jnp.float32), ys.mean(0), rtol=1e-2)
+    np.testing.assert_allclose(var["y"].astype(jnp.float32), ys.var(0), rtol=2e-2)
+    np.testing.assert_allclose(mean["s"], samples["s"].mean(), rtol=1e-5)
+    np.testing.assert_allclose(var["s"], samples["s"].var(), rtol=1e-4)
 
 
 def test_chunking_bounds_memory():

@@ -50,3 +50,12 @@ def test_alpha_dropout_values_and_keep_fraction():
         y, np.where(keep, a * np.asarray(x) + b, a * ALPHA_PRIME + b), rtol=1e-5, atol=1e-6
     )
     assert_binomial(int(keep.sum()), N, q)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_gaussian_gradient_with_respect_to_traced_rate_is_finite(rate):
+    x = jnp.linspace(0.5, 2.0, 64)
+    g = jax.grad(lambda r: jnp.sum(jaxreg.gaussian_dropout(jax.random.key(7), x, rate=r) ** 2))(
+        jnp.float32(rate)
+    )
+    assert bool(jnp.isfinite(g))
