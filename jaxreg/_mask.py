@@ -165,8 +165,9 @@ def bernoulli_mask(
         number in [0, 1] or a scalar array (may be traced). The keep probability
         ``1 - rate`` is computed in float64 and rounded to float32 for a Python rate (as
         flax does), in float32 for an array rate (as ``jax.random.bernoulli`` does);
-        for rates not exact in float32 the two can differ in the last bit. A traced rate outside [0, 1] gives an unspecified mask;
-        ``apply_mask`` and the dropout ops turn it into NaN outputs.
+        for rates not exact in float32 the two can differ in the last bit. A traced
+        rate outside [0, 1] gives an unspecified mask; ``apply_mask`` and the dropout
+        ops turn it into NaN outputs.
       broadcast_dims: axes along which the mask is shared (drawn with size 1 and
         broadcast), e.g. the time axis for variational dropout.
       precision: ``"exact"`` (default): the mask of ``jax.random.bernoulli``.
