@@ -179,3 +179,22 @@ def test_by_path_rejects_non_regex():
 def test_by_path_never_selects_integer_leaves():
     got = jaxreg.by_path(plain_params(), ".*")
     assert got["step"] is False and got["dense"]["bias"] is True
+
+
+def test_callable_where_on_a_bare_array():
+    # A function and a bare array are both pytree leaves: where must still be called.
+    w = jnp.asarray([[3.0, 0.0], [4.0, 1.0]])
+    np.testing.assert_allclose(
+        jaxreg.l2_penalty(w, where=jaxreg.kernels_only), jnp.sum(w**2), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        jaxreg.prox_l1(w, threshold=1.0, where=lambda p: True), jaxreg.prox_l1(w, threshold=1.0)
+    )
+    np.testing.assert_array_equal(
+        jaxreg.max_norm(w, max_value=1.0, where=lambda p: True), jaxreg.max_norm(w, max_value=1.0)
+    )
+    np.testing.assert_allclose(
+        jaxreg.orthogonal_penalty(w, where=jaxreg.kernels_only), jaxreg.orthogonal_penalty(w)
+    )
+    assert float(jaxreg.l2_penalty(w, where=lambda p: False)) == 0.0
+    np.testing.assert_array_equal(jaxreg.prox_l1(w, threshold=1.0, where=lambda p: False), w)
