@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from jaxreg._checks import check_scalar_nonnegative, normalize_leaf_axes, poison_negative
 from jaxreg._filters import PyTree, Where, map_selected, path_string, resolve_where
-from jaxreg._penalties import Axis, Strength, accumulation_dtype, safe_norm
+from jaxreg._penalties import Axis, Strength, accumulation_dtype, safe_divide, safe_norm
 
 Array = jax.Array
 
@@ -82,8 +82,7 @@ def unit_norm(params: PyTree, *, axis: Axis = 0, where: Where = None) -> PyTree:
 
     def project(path: tuple, w: Array) -> Array:
         x, norm = _group_norms(fn, path, w, axis)
-        safe = jnp.where(norm > 0, norm, 1.0)
-        return (x / safe).astype(w.dtype)
+        return safe_divide(x, norm).astype(w.dtype)
 
     return map_selected(project, params, resolve_where(fn, params, where))
 

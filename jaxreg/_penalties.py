@@ -49,6 +49,16 @@ def safe_norm(x: Array, axes: tuple[int, ...]) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+def safe_divide(x: Array, norm: Array) -> Array:
+    """``x / norm`` where ``norm > 0``, and 0 where ``norm == 0``, with finite gradients.
+
+    ``norm`` is a non-negative ``safe_norm`` of ``x`` (broadcast against it), so it is
+    0 only where ``x`` is: a zero vector has no direction and stays zero.
+    """
+    positive = norm > 0
+    return jnp.where(positive, x / jnp.where(positive, norm, 1.0), 0.0)
+
+
 def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Strength) -> Array:
     """``strength * sum(term(path, leaf))`` over the selected leaves, in float32 or wider.
 
@@ -210,7 +220,7 @@ def _orthogonality(w: Array, mode: str) -> Array:
         return jnp.sum(jnp.square(gram - jnp.eye(units, dtype=m.dtype)))
     if units < 2:
         return jnp.zeros((), m.dtype)
-    unit = m / safe_norm(m, (0,))
+    unit = safe_divide(m, safe_norm(m, (0,)))  # a zero column stays 0: orthogonal
     cos = unit.T @ unit
     off_diagonal = jnp.abs(cos) * (1.0 - jnp.eye(units, dtype=m.dtype))
     return jnp.sum(off_diagonal) / (units * (units - 1))
