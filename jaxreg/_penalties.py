@@ -49,6 +49,18 @@ def safe_norm(x: Array, axes: tuple[int, ...]) -> Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
+def group_norms(fn: str, leaf: str, w: Array, axis: Axis) -> tuple[Array, Array]:
+    """``w`` in ``accumulation_dtype`` and its ``safe_norm`` over ``axis`` (size-1 kept).
+
+    ``axis`` (negative allowed) is checked against ``w``'s rank; an error names ``fn``
+    and the params leaf ``leaf``. Shared by the group lasso, its prox and the norm
+    constraints.
+    """
+    axes = normalize_leaf_axes(fn, "axis", axis, w.ndim, leaf)
+    x = w.astype(accumulation_dtype(w))
+    return x, safe_norm(x, axes)
+
+
 def safe_divide(x: Array, norm: Array) -> Array:
     """``x / norm`` where ``norm > 0``, and 0 where ``norm == 0``, with finite gradients.
 
@@ -203,7 +215,7 @@ def group_lasso_penalty(
     strength = check_scalar_nonnegative(fn, "strength", strength)
 
     def term(path: str, x: Array) -> Array:
-        return jnp.sum(safe_norm(x, normalize_leaf_axes(fn, "axis", axis, x.ndim, path)))
+        return jnp.sum(group_norms(fn, path, x, axis)[1])
 
     return _total(fn, params, where, term, strength)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._checks import check_scalar_nonnegative, normalize_leaf_axes, poison_negative
+from jaxreg._checks import check_scalar_nonnegative, poison_negative
 from jaxreg._filters import PyTree, Where, map_selected, path_string, resolve_where
-from jaxreg._penalties import Axis, Strength, accumulation_dtype, safe_norm
+from jaxreg._penalties import Axis, Strength, accumulation_dtype, group_norms
 
 Array = jax.Array
 
@@ -130,9 +130,7 @@ def prox_group_lasso(
     mask = resolve_where(fn, params, where)
 
     def prox(path: tuple, w: Array) -> Array:
-        axes = normalize_leaf_axes(fn, "axis", axis, w.ndim, path_string(path))
-        x = w.astype(accumulation_dtype(w))
-        norm = safe_norm(x, axes)
+        x, norm = group_norms(fn, path_string(path), w, axis)
         keep = norm > t
         scale = jnp.where(keep, 1.0 - t / jnp.where(keep, norm, 1.0), 0.0)
         return poison_negative((x * scale).astype(w.dtype), t)

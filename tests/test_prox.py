@@ -126,3 +126,19 @@ def test_bad_inputs():
         jaxreg.prox_l1({"n": jnp.arange(3)}, threshold=1.0)
     with pytest.raises(ValueError, match=r"jaxreg\.prox_l1: where must have the same pytree"):
         jaxreg.prox_l1({"a": V, "b": V}, threshold=1.0, where={"a": True})
+
+
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("group_lasso_penalty", lambda p: jaxreg.group_lasso_penalty(p, axis=2)),
+        ("prox_group_lasso", lambda p: jaxreg.prox_group_lasso(p, threshold=1.0, axis=2)),
+        ("max_norm", lambda p: jaxreg.max_norm(p, max_value=1.0, axis=2)),
+        ("unit_norm", lambda p: jaxreg.unit_norm(p, axis=2)),
+    ],
+)
+def test_group_norm_users_share_one_axis_check(name, call):
+    # One helper (jaxreg._penalties.group_norms) checks axes for all four functions.
+    message = rf"^jaxreg\.{name}: axis holds axis 2, out of range .* Params leaf: 'dense/w'\.$"
+    with pytest.raises(ValueError, match=message):
+        call({"dense": {"w": V}})
