@@ -1,7 +1,8 @@
 """Weight penalties: L1, L2, elastic net, group lasso and orthogonality.
 
-Every penalty takes a pytree of parameters, selects leaves with ``where`` (see
-``jaxreg.resolve_where``), sums in float32 or wider, and returns a scalar to add to the
+Every penalty takes a pytree of parameters, selects leaves with ``where`` (a bool
+pytree of the parameters' exact structure, or a callable returning one such as
+``jaxreg.kernels_only``), sums in float32 or wider, and returns a scalar to add to the
 loss. Coefficients follow Keras and the textbook convention, without a factor 1/2:
 ``l2_penalty(params, strength=s) = s * sum(w**2)``, whose gradient is ``2 * s * w``.
 """

@@ -8,6 +8,7 @@ from flax import nnx
 from flax.core import FrozenDict
 
 import jaxreg
+from jaxreg._filters import resolve_where
 
 
 def plain_params():
@@ -137,8 +138,14 @@ def test_equinox_none_leaves_and_explicit_true_on_function():
 def test_resolve_where_callable_and_pytree_agree():
     params = plain_params()
     mask = jaxreg.kernels_only(params)
-    assert jaxreg.resolve_where("f", params, jaxreg.kernels_only) == mask
-    assert jaxreg.resolve_where("f", params, mask) == mask
+    assert resolve_where("f", params, jaxreg.kernels_only) == mask
+    assert resolve_where("f", params, mask) == mask
+
+
+def test_resolve_where_is_not_public():
+    # Its first argument is an internal error label: it stays in jaxreg._filters.
+    assert "resolve_where" not in jaxreg.__all__
+    assert not hasattr(jaxreg, "resolve_where")
 
 
 def test_where_none_rejects_integer_params():
