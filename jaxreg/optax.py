@@ -203,12 +203,12 @@ def _replace_step(
 
 
 def proximal_l1(
-    learning_rate: ScalarOrSchedule, strength: ScalarOrSchedule, *, where: Where = None
+    learning_rate: ScalarOrSchedule, *, strength: ScalarOrSchedule, where: Where = None
 ) -> optax.GradientTransformation:
     """Proximal L1 step: soft-thresholding after the update, giving exact zeros.
 
     Put it last in a chain whose updates are ``-learning_rate * direction`` (e.g.
-    ``optax.chain(optax.sgd(lr), proximal_l1(lr, s))``, ISTA for plain SGD): the new
+    ``optax.chain(optax.sgd(lr), proximal_l1(lr, strength=s))``, ISTA for plain SGD): the new
     parameters are ``prox_l1(params + updates, threshold=learning_rate * strength)``,
     the proximal gradient step for ``loss + l1_penalty(strength=s)``. Pass the same
     learning rate (or schedule) as the optimizer.
@@ -277,14 +277,15 @@ def proximal_elastic_net(
 
 def proximal_group_lasso(
     learning_rate: ScalarOrSchedule,
-    strength: ScalarOrSchedule,
     *,
+    strength: ScalarOrSchedule,
     axis: Axis = 0,
     where: Where = None,
 ) -> optax.GradientTransformation:
     """Proximal group-lasso step: whole groups become exactly 0.
 
-    The proximal gradient step for ``loss + group_lasso_penalty(strength, axis=axis)``:
+    The proximal gradient step for
+    ``loss + group_lasso_penalty(strength=strength, axis=axis)``:
     ``prox_group_lasso(params + updates, threshold=learning_rate * strength)``. Put it
     last in the chain. Under ``optax.inject_hyperparams`` pass ``axis`` as a tuple (or
     list it in ``static_args``) so that it is not turned into an array.
@@ -375,15 +376,22 @@ def decoupled_weight_decay(
     fn = "optax.decoupled_weight_decay"
     strength = _check_hyperparameter(fn, "strength", strength)
     multiplier = _check_hyperparameter(fn, "multiplier", multiplier)
+    return _decay(fn, strength, multiplier, where)
+
+
+def _decay(
+    fn: str, strength: ScalarOrSchedule, multiplier: ScalarOrSchedule, where: Where
+) -> optax.GradientTransformation:
+    """``decoupled_weight_decay`` on checked values; errors in ``update`` name ``fn``."""
 
     def update(
         updates: PyTree, state: DecoupledWeightDecayState, params: PyTree | None = None
     ) -> tuple[PyTree, DecoupledWeightDecayState]:
         _require_params(fn, updates, params)
         mask = resolve_where(fn, params, where)
-        rate = _at(multiplier, state.count) * _at(strength, state.count)
+        decay = _at(multiplier, state.count) * _at(strength, state.count)
         new_updates = jax.tree_util.tree_map(
-            lambda m, u, p: (u - rate * p).astype(u.dtype) if m else u, mask, updates, params
+            lambda m, u, p: (u - decay * p).astype(u.dtype) if m else u, mask, updates, params
         )
         return new_updates, DecoupledWeightDecayState(count=optax.safe_int32_increment(state.count))
 
@@ -410,9 +418,10 @@ def decoupled_adamw(
     leaves the decay per step unchanged.
 
     Args:
-      learning_rate: ``alpha``, number or schedule.
+      learning_rate: ``alpha``, number >= 0, scalar array or schedule.
       weight_decay: ``lambda``, number >= 0, scalar array or schedule.
-      multiplier: ``eta_t``, number or schedule (e.g. a cosine schedule from 1 to 0).
+      multiplier: ``eta_t``, number >= 0, scalar array or schedule (e.g. a cosine
+        schedule from 1 to 0).
       b1: Adam's first-moment decay.
       b2: Adam's second-moment decay.
       eps: Adam's epsilon.
@@ -424,6 +433,10 @@ def decoupled_adamw(
     References:
       Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019.
     """
+    fn = "optax.decoupled_adamw"
+    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
+    weight_decay = _check_hyperparameter(fn, "weight_decay", weight_decay)
+    multiplier = _check_hyperparameter(fn, "multiplier", multiplier)
 
     def step_size(count: Array) -> Array:
         return _at(learning_rate, count) * _at(multiplier, count)
@@ -432,5 +445,5 @@ def decoupled_adamw(
     return optax.chain(
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
         optax.scale_by_learning_rate(step_size if either_scheduled else step_size(0)),
-        decoupled_weight_decay(weight_decay, multiplier=multiplier, where=where),
+        _decay(fn, weight_decay, multiplier, where),
     )
