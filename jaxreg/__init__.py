@@ -31,7 +31,6 @@ from jaxreg._constraints import non_negative as non_negative
 from jaxreg._constraints import unit_norm as unit_norm
 from jaxreg._filters import by_path as by_path
 from jaxreg._filters import kernels_only as kernels_only
-from jaxreg._filters import resolve_where as resolve_where
 from jaxreg._penalties import elastic_net_penalty as elastic_net_penalty
 from jaxreg._penalties import group_lasso_penalty as group_lasso_penalty
 from jaxreg._penalties import l1_penalty as l1_penalty
@@ -70,7 +69,6 @@ __all__ = [
     "prox_elastic_net",
     "prox_group_lasso",
     "prox_l1",
-    "resolve_where",
     "unit_norm",
     # DropConnect
     "drop_connect",

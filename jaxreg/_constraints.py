@@ -10,17 +10,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._checks import check_scalar_nonnegative, normalize_leaf_axes, poison_negative
+from jaxreg._checks import check_scalar_nonnegative, poison_negative
 from jaxreg._filters import PyTree, Where, map_selected, path_string, resolve_where
-from jaxreg._penalties import Axis, Strength, accumulation_dtype, safe_norm
+from jaxreg._penalties import Axis, Strength, group_norms, safe_divide
 
 Array = jax.Array
-
-
-def _group_norms(fn: str, path: tuple, w: Array, axis: Axis) -> tuple[Array, Array]:
-    axes = normalize_leaf_axes(fn, "axis", axis, w.ndim, path_string(path))
-    x = w.astype(accumulation_dtype(w))
-    return x, safe_norm(x, axes)
 
 
 def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Where = None) -> PyTree:
@@ -52,7 +46,7 @@ def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Wher
     c = check_scalar_nonnegative(fn, "max_value", max_value)
 
     def project(path: tuple, w: Array) -> Array:
-        x, norm = _group_norms(fn, path, w, axis)
+        x, norm = group_norms(fn, path_string(path), w, axis)
         over = norm > c
         scale = jnp.where(over, c / jnp.where(over, norm, 1.0), 1.0)
         return poison_negative((x * scale).astype(w.dtype), c)
@@ -81,9 +75,8 @@ def unit_norm(params: PyTree, *, axis: Axis = 0, where: Where = None) -> PyTree:
     fn = "unit_norm"
 
     def project(path: tuple, w: Array) -> Array:
-        x, norm = _group_norms(fn, path, w, axis)
-        safe = jnp.where(norm > 0, norm, 1.0)
-        return (x / safe).astype(w.dtype)
+        x, norm = group_norms(fn, path_string(path), w, axis)
+        return safe_divide(x, norm).astype(w.dtype)
 
     return map_selected(project, params, resolve_where(fn, params, where))
 

@@ -195,8 +195,13 @@ def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
     if where is None:
         mask = jax.tree_util.tree_map(is_array, params)
     else:
-        # An equinox module of bools is callable but is a mask, not a filter function.
-        is_mask = jax.tree_util.tree_structure(where) == jax.tree_util.tree_structure(params)
+        # An equinox module of bools is callable but is a mask, not a filter function. A
+        # plain function is a leaf, as is a bare array ``params``: equal leaf structures
+        # say nothing, so only a non-leaf structure equal to ``params``' marks a mask.
+        where_def = jax.tree_util.tree_structure(where)
+        is_mask = not jax.tree_util.treedef_is_leaf(where_def) and (
+            where_def == jax.tree_util.tree_structure(params)
+        )
         mask = where(params) if callable(where) and not is_mask else where
         check_same_structure(fn, "where", mask, params)
         mask = jax.tree_util.tree_map_with_path(lambda p, f: _check_bool(fn, p, f), mask)

@@ -1,7 +1,8 @@
 """Weight penalties: L1, L2, elastic net, group lasso and orthogonality.
 
-Every penalty takes a pytree of parameters, selects leaves with ``where`` (see
-``jaxreg.resolve_where``), sums in float32 or wider, and returns a scalar to add to the
+Every penalty takes a pytree of parameters, selects leaves with ``where`` (a bool
+pytree of the parameters' exact structure, or a callable returning one such as
+``jaxreg.kernels_only``), sums in float32 or wider, and returns a scalar to add to the
 loss. Coefficients follow Keras and the textbook convention, without a factor 1/2:
 ``l2_penalty(params, strength=s) = s * sum(w**2)``, whose gradient is ``2 * s * w``.
 """
@@ -47,6 +48,28 @@ def safe_norm(x: Array, axes: tuple[int, ...]) -> Array:
     sq = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
     positive = sq > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def group_norms(fn: str, leaf: str, w: Array, axis: Axis) -> tuple[Array, Array]:
+    """``w`` in ``accumulation_dtype`` and its ``safe_norm`` over ``axis`` (size-1 kept).
+
+    ``axis`` (negative allowed) is checked against ``w``'s rank; an error names ``fn``
+    and the params leaf ``leaf``. Shared by the group lasso, its prox and the norm
+    constraints.
+    """
+    axes = normalize_leaf_axes(fn, "axis", axis, w.ndim, leaf)
+    x = w.astype(accumulation_dtype(w))
+    return x, safe_norm(x, axes)
+
+
+def safe_divide(x: Array, norm: Array) -> Array:
+    """``x / norm`` where ``norm > 0``, and 0 where ``norm == 0``, with finite gradients.
+
+    ``norm`` is a non-negative ``safe_norm`` of ``x`` (broadcast against it), so it is
+    0 only where ``x`` is: a zero vector has no direction and stays zero.
+    """
+    positive = norm > 0
+    return jnp.where(positive, x / jnp.where(positive, norm, 1.0), 0.0)
 
 
 def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Strength) -> Array:
@@ -193,7 +216,7 @@ def group_lasso_penalty(
     strength = check_scalar_nonnegative(fn, "strength", strength)
 
     def term(path: str, x: Array) -> Array:
-        return jnp.sum(safe_norm(x, normalize_leaf_axes(fn, "axis", axis, x.ndim, path)))
+        return jnp.sum(group_norms(fn, path, x, axis)[1])
 
     return _total(fn, params, where, term, strength)
 
@@ -210,7 +233,7 @@ def _orthogonality(w: Array, mode: str) -> Array:
         return jnp.sum(jnp.square(gram - jnp.eye(units, dtype=m.dtype)))
     if units < 2:
         return jnp.zeros((), m.dtype)
-    unit = m / safe_norm(m, (0,))
+    unit = safe_divide(m, safe_norm(m, (0,)))  # a zero column stays 0: orthogonal
     cos = unit.T @ unit
     off_diagonal = jnp.abs(cos) * (1.0 - jnp.eye(units, dtype=m.dtype))
     return jnp.sum(off_diagonal) / (units * (units - 1))

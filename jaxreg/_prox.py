@@ -4,7 +4,9 @@
 leaves; unselected leaves are returned unchanged. A proximal gradient step with step
 size ``lr`` is ``prox_{lr * f}(w - lr * grad)``: pass ``threshold = lr * strength``
 (``jaxreg.optax`` does this for you). Unlike gradient descent on the penalty, these
-operators set small weights (or whole groups) exactly to 0.
+operators set small weights (or whole groups) exactly to 0. Like the penalties and
+constraints, they compute in float32 (or the leaf's dtype where wider) and round the
+result once to the leaf's dtype: bf16 in, bf16 out.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxreg._checks import check_scalar_nonnegative, normalize_leaf_axes, poison_negative
+from jaxreg._checks import check_scalar_nonnegative, poison_negative
 from jaxreg._filters import PyTree, Where, map_selected, path_string, resolve_where
-from jaxreg._penalties import Axis, Strength, accumulation_dtype, safe_norm
+from jaxreg._penalties import Axis, Strength, accumulation_dtype, group_norms
 
 Array = jax.Array
 
 
 def soft_threshold(x: Array, threshold: float | Array) -> Array:
-    """``sign(x) * max(|x| - threshold, 0)`` in ``x``'s dtype."""
+    """``sign(x) * max(|x| - threshold, 0)`` in ``x``'s dtype (callers pass float32)."""
     t = jnp.asarray(threshold, x.dtype)
     return jnp.sign(x) * jnp.maximum(jnp.abs(x) - t, jnp.zeros((), x.dtype))
 
@@ -40,7 +42,7 @@ def prox_l1(params: PyTree, *, threshold: Strength, where: Where = None) -> PyTr
         Unselected leaves pass through unchanged.
 
     Returns:
-      A pytree like ``params`` (same dtypes).
+      A pytree like ``params`` (same dtypes; computed in float32 or wider).
 
     Example:
       >>> import jax.numpy as jnp, jaxreg
@@ -55,7 +57,12 @@ def prox_l1(params: PyTree, *, threshold: Strength, where: Where = None) -> PyTr
     fn = "prox_l1"
     t = check_scalar_nonnegative(fn, "threshold", threshold)
     mask = resolve_where(fn, params, where)
-    return map_selected(lambda _, w: poison_negative(soft_threshold(w, t), t), params, mask)
+
+    def prox(_: object, w: Array) -> Array:
+        out = soft_threshold(w.astype(accumulation_dtype(w)), t)
+        return poison_negative(out, t).astype(w.dtype)
+
+    return map_selected(prox, params, mask)
 
 
 def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where = None) -> PyTree:
@@ -73,7 +80,7 @@ def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
-      A pytree like ``params`` (same dtypes).
+      A pytree like ``params`` (same dtypes; computed in float32 or wider).
 
     References:
       Zou & Hastie. "Regularization and Variable Selection via the Elastic Net."
@@ -86,8 +93,9 @@ def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where
     mask = resolve_where(fn, params, where)
 
     def prox(_: object, w: Array) -> Array:
-        out = soft_threshold(w, l1) / jnp.asarray(1.0 + 2.0 * l2, w.dtype)
-        return poison_negative(poison_negative(out, l1), l2)
+        x = w.astype(accumulation_dtype(w))
+        out = soft_threshold(x, l1) / jnp.asarray(1.0 + 2.0 * l2, x.dtype)
+        return poison_negative(poison_negative(out, l1), l2).astype(w.dtype)
 
     return map_selected(prox, params, mask)
 
@@ -110,7 +118,7 @@ def prox_group_lasso(
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
-      A pytree like ``params`` (same dtypes).
+      A pytree like ``params`` (same dtypes; computed in float32 or wider).
 
     References:
       Yuan & Lin. "Model Selection and Estimation in Regression with Grouped
@@ -122,9 +130,7 @@ def prox_group_lasso(
     mask = resolve_where(fn, params, where)
 
     def prox(path: tuple, w: Array) -> Array:
-        axes = normalize_leaf_axes(fn, "axis", axis, w.ndim, path_string(path))
-        x = w.astype(accumulation_dtype(w))
-        norm = safe_norm(x, axes)
+        x, norm = group_norms(fn, path_string(path), w, axis)
         keep = norm > t
         scale = jnp.where(keep, 1.0 - t / jnp.where(keep, norm, 1.0), 0.0)
         return poison_negative((x * scale).astype(w.dtype), t)

@@ -27,16 +27,24 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from jaxreg._checks import check_same_structure, check_scalar_nonnegative, fail
 from jaxreg._filters import PyTree, Where, resolve_where
+from jaxreg._optax_common import (
+    ScalarOrSchedule,
+    at,
+    check_callable,
+    check_hyperparameter,
+    init_count,
+    require_params,
+)
+from jaxreg._optax_decay import DecoupledWeightDecayState as DecoupledWeightDecayState
+from jaxreg._optax_decay import decoupled_adamw as decoupled_adamw
+from jaxreg._optax_decay import decoupled_weight_decay as decoupled_weight_decay
 from jaxreg._penalties import Axis
 from jaxreg._prox import prox_elastic_net, prox_group_lasso, prox_l1
 
 Array = jax.Array
-ScalarOrSchedule = float | Array | Callable[[Array], Array]
 
 __all__ = [
     "AddPenaltyState",
@@ -71,44 +79,6 @@ class ConstrainState(NamedTuple):
     count: Array
 
 
-class DecoupledWeightDecayState(NamedTuple):
-    """State of ``decoupled_weight_decay``: the step count, for schedules."""
-
-    count: Array
-
-
-def _check_hyperparameter(fn: str, name: str, value: Any) -> ScalarOrSchedule:
-    """Schedules pass; numbers and arrays must be non-negative scalars."""
-    return value if callable(value) else check_scalar_nonnegative(fn, name, value)
-
-
-def _at(value: ScalarOrSchedule, count: Array) -> float | Array:
-    return value(count) if callable(value) else value
-
-
-def _check_callable(fn: str, name: str, value: Any) -> None:
-    if not callable(value):
-        raise fail(fn, f"{name} must be callable, got {type(value).__name__}.", exc=TypeError)
-
-
-def _require_params(fn: str, updates: PyTree, params: PyTree | None) -> None:
-    if params is None:
-        raise fail(
-            fn,
-            "params must be passed to update, got None. Call "
-            "optimizer.update(grads, state, params).",
-        )
-    check_same_structure(fn, "updates", updates, params)
-
-
-def _init(state_cls: type) -> Callable[[PyTree], Any]:
-    def init(params: PyTree) -> Any:
-        del params
-        return state_cls(count=jnp.zeros([], jnp.int32))
-
-    return init
-
-
 def add_penalty(
     penalty: Callable[..., Array],
     strength: ScalarOrSchedule | None = None,
@@ -141,19 +111,19 @@ def add_penalty(
       L2 versus decoupled weight decay).
     """
     fn = "optax.add_penalty"
-    _check_callable(fn, "penalty", penalty)
+    check_callable(fn, "penalty", penalty)
     if strength is not None:
-        strength = _check_hyperparameter(fn, "strength", strength)
+        strength = check_hyperparameter(fn, "strength", strength)
 
     def update(
         updates: PyTree, state: AddPenaltyState, params: PyTree | None = None
     ) -> tuple[PyTree, AddPenaltyState]:
-        _require_params(fn, updates, params)
+        require_params(fn, updates, params)
         mask = resolve_where(fn, params, where)
         leaves, treedef = jax.tree_util.tree_flatten(params)
         flags = jax.tree_util.tree_leaves(mask)
         chosen = [i for i, m in enumerate(flags) if m]
-        kwargs = {} if strength is None else {"strength": _at(strength, state.count)}
+        kwargs = {} if strength is None else {"strength": at(strength, state.count)}
 
         def value(selected: list[Array]) -> Array:
             full = list(leaves)
@@ -168,7 +138,7 @@ def add_penalty(
         new_updates = jax.tree_util.tree_unflatten(treedef, out)
         return new_updates, AddPenaltyState(count=optax.safe_int32_increment(state.count))
 
-    return optax.GradientTransformation(_init(AddPenaltyState), update)
+    return optax.GradientTransformation(init_count(AddPenaltyState), update)
 
 
 def _replace_step(
@@ -184,7 +154,7 @@ def _replace_step(
     """
 
     def update(updates: PyTree, state: Any, params: PyTree | None = None) -> tuple[PyTree, Any]:
-        _require_params(fn, updates, params)
+        require_params(fn, updates, params)
         mask = resolve_where(fn, params, where)
         candidate = jax.tree_util.tree_map(
             lambda m, p, u: p + u.astype(p.dtype) if m else p, mask, params, updates
@@ -199,16 +169,16 @@ def _replace_step(
         )
         return new_updates, state_cls(count=optax.safe_int32_increment(state.count))
 
-    return optax.GradientTransformation(_init(state_cls), update)
+    return optax.GradientTransformation(init_count(state_cls), update)
 
 
 def proximal_l1(
-    learning_rate: ScalarOrSchedule, strength: ScalarOrSchedule, *, where: Where = None
+    learning_rate: ScalarOrSchedule, *, strength: ScalarOrSchedule, where: Where = None
 ) -> optax.GradientTransformation:
     """Proximal L1 step: soft-thresholding after the update, giving exact zeros.
 
     Put it last in a chain whose updates are ``-learning_rate * direction`` (e.g.
-    ``optax.chain(optax.sgd(lr), proximal_l1(lr, s))``, ISTA for plain SGD): the new
+    ``optax.chain(optax.sgd(lr), proximal_l1(lr, strength=s))``, ISTA for plain SGD): the new
     parameters are ``prox_l1(params + updates, threshold=learning_rate * strength)``,
     the proximal gradient step for ``loss + l1_penalty(strength=s)``. Pass the same
     learning rate (or schedule) as the optimizer.
@@ -226,11 +196,11 @@ def proximal_l1(
       1(3), 2014, section 4.2 (proximal gradient method).
     """
     fn = "optax.proximal_l1"
-    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
-    strength = _check_hyperparameter(fn, "strength", strength)
+    learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
+    strength = check_hyperparameter(fn, "strength", strength)
 
     def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
-        threshold = _at(learning_rate, count) * _at(strength, count)
+        threshold = at(learning_rate, count) * at(strength, count)
         return prox_l1(candidate, threshold=threshold, where=mask)
 
     return _replace_step(fn, where, project, ProximalState)
@@ -262,29 +232,28 @@ def proximal_elastic_net(
       Parikh & Boyd. "Proximal Algorithms." 2014.
     """
     fn = "optax.proximal_elastic_net"
-    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
-    l1 = _check_hyperparameter(fn, "l1", l1)
-    l2 = _check_hyperparameter(fn, "l2", l2)
+    learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
+    l1 = check_hyperparameter(fn, "l1", l1)
+    l2 = check_hyperparameter(fn, "l2", l2)
 
     def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
-        lr = _at(learning_rate, count)
-        return prox_elastic_net(
-            candidate, l1=lr * _at(l1, count), l2=lr * _at(l2, count), where=mask
-        )
+        lr = at(learning_rate, count)
+        return prox_elastic_net(candidate, l1=lr * at(l1, count), l2=lr * at(l2, count), where=mask)
 
     return _replace_step(fn, where, project, ProximalState)
 
 
 def proximal_group_lasso(
     learning_rate: ScalarOrSchedule,
-    strength: ScalarOrSchedule,
     *,
+    strength: ScalarOrSchedule,
     axis: Axis = 0,
     where: Where = None,
 ) -> optax.GradientTransformation:
     """Proximal group-lasso step: whole groups become exactly 0.
 
-    The proximal gradient step for ``loss + group_lasso_penalty(strength, axis=axis)``:
+    The proximal gradient step for
+    ``loss + group_lasso_penalty(strength=strength, axis=axis)``:
     ``prox_group_lasso(params + updates, threshold=learning_rate * strength)``. Put it
     last in the chain. Under ``optax.inject_hyperparams`` pass ``axis`` as a tuple (or
     list it in ``static_args``) so that it is not turned into an array.
@@ -303,11 +272,11 @@ def proximal_group_lasso(
       Variables." 2006. Parikh & Boyd. "Proximal Algorithms." 2014.
     """
     fn = "optax.proximal_group_lasso"
-    learning_rate = _check_hyperparameter(fn, "learning_rate", learning_rate)
-    strength = _check_hyperparameter(fn, "strength", strength)
+    learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
+    strength = check_hyperparameter(fn, "strength", strength)
 
     def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
-        threshold = _at(learning_rate, count) * _at(strength, count)
+        threshold = at(learning_rate, count) * at(strength, count)
         return prox_group_lasso(candidate, threshold=threshold, axis=axis, where=mask)
 
     return _replace_step(fn, where, project, ProximalState)
@@ -337,100 +306,7 @@ def constrain(
       Overfitting." JMLR 15, 2014 (max-norm after every update).
     """
     fn = "optax.constrain"
-    _check_callable(fn, "projection", projection)
+    check_callable(fn, "projection", projection)
     return _replace_step(
         fn, where, lambda candidate, mask, _: projection(candidate, where=mask), ConstrainState
-    )
-
-
-def decoupled_weight_decay(
-    strength: ScalarOrSchedule, *, multiplier: ScalarOrSchedule = 1.0, where: Where = None
-) -> optax.GradientTransformation:
-    """Decoupled weight decay as in Loshchilov & Hutter: ``-multiplier * strength * w``.
-
-    Put it last, after the learning rate is applied: the step becomes
-    ``updates - eta_t * lambda * params`` with ``eta_t = multiplier`` (the paper's
-    schedule multiplier, 1 for a constant schedule) and ``lambda = strength``. The decay
-    does not depend on the base learning rate ``alpha``.
-
-    ``optax.adamw(learning_rate, weight_decay=wd)`` and PyTorch's ``AdamW`` instead
-    subtract ``learning_rate * wd * params``: the decay is multiplied by the full
-    learning rate ``alpha * eta_t``. The two agree when ``wd = lambda / alpha``.
-    ``optax.add_decayed_weights(wd)`` placed *before* the learning rate is that same
-    optax form; placed before an adaptive optimizer it is coupled L2 instead.
-
-    Args:
-      strength: ``lambda``: number >= 0, scalar array or schedule.
-      multiplier: ``eta_t``: number >= 0, scalar array or schedule.
-      where: which leaves decay (bool pytree or callable; None: every array leaf),
-        e.g. ``jaxreg.kernels_only`` to skip biases and norm scales.
-
-    Returns:
-      An ``optax.GradientTransformation`` with state ``DecoupledWeightDecayState``.
-
-    References:
-      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019,
-      Algorithm 2, line 12.
-    """
-    fn = "optax.decoupled_weight_decay"
-    strength = _check_hyperparameter(fn, "strength", strength)
-    multiplier = _check_hyperparameter(fn, "multiplier", multiplier)
-
-    def update(
-        updates: PyTree, state: DecoupledWeightDecayState, params: PyTree | None = None
-    ) -> tuple[PyTree, DecoupledWeightDecayState]:
-        _require_params(fn, updates, params)
-        mask = resolve_where(fn, params, where)
-        rate = _at(multiplier, state.count) * _at(strength, state.count)
-        new_updates = jax.tree_util.tree_map(
-            lambda m, u, p: (u - rate * p).astype(u.dtype) if m else u, mask, updates, params
-        )
-        return new_updates, DecoupledWeightDecayState(count=optax.safe_int32_increment(state.count))
-
-    return optax.GradientTransformation(_init(DecoupledWeightDecayState), update)
-
-
-def decoupled_adamw(
-    learning_rate: ScalarOrSchedule,
-    *,
-    weight_decay: ScalarOrSchedule,
-    multiplier: ScalarOrSchedule = 1.0,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    where: Where = None,
-) -> optax.GradientTransformation:
-    """AdamW as written by Loshchilov & Hutter (their Algorithm 2).
-
-    ``params <- params - eta_t * (alpha * adam_direction + lambda * params)`` with
-    ``alpha = learning_rate``, ``eta_t = multiplier`` and ``lambda = weight_decay``:
-    ``optax.chain(optax.scale_by_adam(b1, b2, eps), optax.scale_by_learning_rate(
-    alpha * eta_t), decoupled_weight_decay(lambda, multiplier=eta_t))``. It equals
-    ``optax.adamw(alpha * eta_t, weight_decay=lambda / alpha)``; tuning ``alpha`` here
-    leaves the decay per step unchanged.
-
-    Args:
-      learning_rate: ``alpha``, number or schedule.
-      weight_decay: ``lambda``, number >= 0, scalar array or schedule.
-      multiplier: ``eta_t``, number or schedule (e.g. a cosine schedule from 1 to 0).
-      b1: Adam's first-moment decay.
-      b2: Adam's second-moment decay.
-      eps: Adam's epsilon.
-      where: which leaves decay (bool pytree or callable; None: every array leaf).
-
-    Returns:
-      An ``optax.GradientTransformation`` (an ``optax.chain``).
-
-    References:
-      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019.
-    """
-
-    def step_size(count: Array) -> Array:
-        return _at(learning_rate, count) * _at(multiplier, count)
-
-    either_scheduled = callable(learning_rate) or callable(multiplier)
-    return optax.chain(
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-        optax.scale_by_learning_rate(step_size if either_scheduled else step_size(0)),
-        decoupled_weight_decay(weight_decay, multiplier=multiplier, where=where),
     )

@@ -8,6 +8,7 @@ from flax import nnx
 from flax.core import FrozenDict
 
 import jaxreg
+from jaxreg._filters import resolve_where
 
 
 def plain_params():
@@ -137,8 +138,14 @@ def test_equinox_none_leaves_and_explicit_true_on_function():
 def test_resolve_where_callable_and_pytree_agree():
     params = plain_params()
     mask = jaxreg.kernels_only(params)
-    assert jaxreg.resolve_where("f", params, jaxreg.kernels_only) == mask
-    assert jaxreg.resolve_where("f", params, mask) == mask
+    assert resolve_where("f", params, jaxreg.kernels_only) == mask
+    assert resolve_where("f", params, mask) == mask
+
+
+def test_resolve_where_is_not_public():
+    # Its first argument is an internal error label: it stays in jaxreg._filters.
+    assert "resolve_where" not in jaxreg.__all__
+    assert not hasattr(jaxreg, "resolve_where")
 
 
 def test_where_none_rejects_integer_params():
@@ -179,3 +186,22 @@ def test_by_path_rejects_non_regex():
 def test_by_path_never_selects_integer_leaves():
     got = jaxreg.by_path(plain_params(), ".*")
     assert got["step"] is False and got["dense"]["bias"] is True
+
+
+def test_callable_where_on_a_bare_array():
+    # A function and a bare array are both pytree leaves: where must still be called.
+    w = jnp.asarray([[3.0, 0.0], [4.0, 1.0]])
+    np.testing.assert_allclose(
+        jaxreg.l2_penalty(w, where=jaxreg.kernels_only), jnp.sum(w**2), rtol=1e-6
+    )
+    np.testing.assert_array_equal(
+        jaxreg.prox_l1(w, threshold=1.0, where=lambda p: True), jaxreg.prox_l1(w, threshold=1.0)
+    )
+    np.testing.assert_array_equal(
+        jaxreg.max_norm(w, max_value=1.0, where=lambda p: True), jaxreg.max_norm(w, max_value=1.0)
+    )
+    np.testing.assert_allclose(
+        jaxreg.orthogonal_penalty(w, where=jaxreg.kernels_only), jaxreg.orthogonal_penalty(w)
+    )
+    assert float(jaxreg.l2_penalty(w, where=lambda p: False)) == 0.0
+    np.testing.assert_array_equal(jaxreg.prox_l1(w, threshold=1.0, where=lambda p: False), w)

@@ -1,4 +1,5 @@
 import functools
+import inspect
 import subprocess
 import sys
 
@@ -87,7 +88,7 @@ def test_proximal_l1_is_ista_with_exact_zeros():
     # Orthogonal design: 0.5 ||w - y||^2 + s |w|_1 is solved by one ISTA step with lr=1.
     y = jnp.asarray(RNG.normal(size=(50,)), jnp.float32)
     s = 0.6
-    tx = optax.chain(optax.sgd(1.0), jro.proximal_l1(1.0, s))
+    tx = optax.chain(optax.sgd(1.0), jro.proximal_l1(1.0, strength=s))
     (w,), _ = run(
         tx,
         jnp.asarray(RNG.normal(size=(50,)), jnp.float32),
@@ -102,7 +103,9 @@ def test_proximal_steps_follow_the_learning_rate_schedule():
     schedule = optax.linear_schedule(0.2, 0.05, transition_steps=4)
     s = 0.3
     history, state = run(
-        optax.chain(optax.sgd(schedule), jro.proximal_l1(schedule, s, where=jaxreg.kernels_only)),
+        optax.chain(
+            optax.sgd(schedule), jro.proximal_l1(schedule, strength=s, where=jaxreg.kernels_only)
+        ),
         steps=4,
     )
     assert isinstance(state[1], jro.ProximalState) and int(state[1].count) == 4
@@ -125,7 +128,7 @@ def test_proximal_elastic_net_and_group_lasso_steps():
             lambda p: jaxreg.prox_elastic_net(p, l1=lr * 0.4, l2=lr * 0.2),
         ),
         (
-            jro.proximal_group_lasso(lr, 1.5, axis=0, where=jaxreg.kernels_only),
+            jro.proximal_group_lasso(lr, strength=1.5, axis=0, where=jaxreg.kernels_only),
             lambda p: jaxreg.prox_group_lasso(
                 p, threshold=lr * 1.5, axis=0, where=jaxreg.kernels_only
             ),
@@ -143,7 +146,7 @@ def test_unselected_updates_are_kept_bit_for_bit():
     g = jax.tree.map(jnp.ones_like, PARAMS)
     base = optax.sgd(0.1)
     ref, _ = base.update(g, base.init(PARAMS))
-    tx = optax.chain(base, jro.proximal_l1(0.1, 1.0, where=jaxreg.kernels_only))
+    tx = optax.chain(base, jro.proximal_l1(0.1, strength=1.0, where=jaxreg.kernels_only))
     updates, _ = tx.update(g, tx.init(PARAMS), PARAMS)
     np.testing.assert_array_equal(updates["dense"]["bias"], ref["dense"]["bias"])
 
@@ -178,7 +181,7 @@ def test_decoupled_weight_decay_alone_and_with_where():
 def test_inject_hyperparams():
     schedule = optax.exponential_decay(0.3, transition_steps=1, decay_rate=0.5)
     injected = optax.inject_hyperparams(jro.proximal_l1)(learning_rate=0.1, strength=schedule)
-    plain = jro.proximal_l1(0.1, schedule)
+    plain = jro.proximal_l1(0.1, strength=schedule)
     a, _ = run(optax.chain(optax.sgd(0.1), injected), steps=3)
     b, _ = run(optax.chain(optax.sgd(0.1), plain), steps=3)
     assert_trees_close(a[-1], b[-1], rtol=1e-6)
@@ -223,12 +226,56 @@ def test_bad_inputs():
     ):
         jro.add_penalty(jaxreg.l2_penalty, -1.0)
     with pytest.raises(ValueError, match=r"jaxreg\.optax\.proximal_l1: learning_rate must be"):
-        jro.proximal_l1(-0.1, 1.0)
+        jro.proximal_l1(-0.1, strength=1.0)
     with pytest.raises(TypeError, match=r"jaxreg\.optax\.add_penalty: penalty must be callable"):
         jro.add_penalty(0.1)
-    tx = jro.proximal_l1(0.1, 1.0, where={"dense": True})
+    tx = jro.proximal_l1(0.1, strength=1.0, where={"dense": True})
     with pytest.raises(ValueError, match=r"jaxreg\.optax\.proximal_l1: where must have the same"):
         tx.update(PARAMS, tx.init(PARAMS), PARAMS)
     tx = jro.constrain(jaxreg.non_negative)
     with pytest.raises(ValueError, match=r"jaxreg\.optax\.constrain: params must be passed"):
         tx.update(PARAMS, tx.init(PARAMS))
+
+
+def test_decoupled_adamw_validates_its_own_arguments():
+    with pytest.raises(
+        ValueError,
+        match=r"^jaxreg\.optax\.decoupled_adamw: learning_rate must be >= 0, got -0\.1\.$",
+    ):
+        jro.decoupled_adamw(-0.1, weight_decay=0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^jaxreg\.optax\.decoupled_adamw: weight_decay must be >= 0, got -1\.0\.$",
+    ):
+        jro.decoupled_adamw(0.1, weight_decay=-1.0)
+    with pytest.raises(
+        ValueError, match=r"^jaxreg\.optax\.decoupled_adamw: multiplier must be >= 0, got -1\.0\.$"
+    ):
+        jro.decoupled_adamw(0.1, weight_decay=0.1, multiplier=-1.0)
+    tx = jro.decoupled_adamw(0.1, weight_decay=0.1, where={"dense": True})
+    with pytest.raises(ValueError, match=r"^jaxreg\.optax\.decoupled_adamw: where must have the"):
+        tx.update(PARAMS, tx.init(PARAMS), PARAMS)
+    with pytest.raises(
+        ValueError, match=r"^jaxreg\.optax\.decoupled_weight_decay: strength must be >= 0"
+    ):
+        jro.decoupled_weight_decay(-1.0)
+
+
+@pytest.mark.parametrize(
+    "factory", [jro.proximal_l1, jro.proximal_elastic_net, jro.proximal_group_lasso]
+)
+def test_proximal_factories_take_learning_rate_positionally_and_the_rest_by_keyword(factory):
+    params = list(inspect.signature(factory).parameters.values())
+    assert params[0].name == "learning_rate"
+    assert params[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[1:]), params
+
+
+def test_optax_all_is_complete_and_documented():
+    # decoupled_weight_decay and decoupled_adamw live in jaxreg._optax_decay and are
+    # re-exported here; the public surface is unchanged.
+    for name in jro.__all__:
+        obj = getattr(jro, name)
+        assert inspect.getdoc(obj), name
+    for name in ("decoupled_weight_decay", "decoupled_adamw", "DecoupledWeightDecayState"):
+        assert name in jro.__all__

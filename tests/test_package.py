@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 # Parameter filters implement no paper; every other public function cites one.
-NO_PAPER = {"by_path", "kernels_only", "resolve_where"}
+NO_PAPER = {"by_path", "kernels_only"}
 
 
 def test_all_names_exist_and_are_documented_with_references():

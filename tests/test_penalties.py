@@ -76,6 +76,19 @@ def test_orthogonal_penalty_cosine():
     assert float(got) == pytest.approx(expected, 1e-6)
 
 
+def test_orthogonal_penalty_cosine_zero_column_is_orthogonal_with_finite_gradient():
+    w = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+    assert float(jaxreg.orthogonal_penalty(w, mode="cosine")) == 0.0
+    grad = jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode="cosine"))(w)
+    assert bool(jnp.all(jnp.isfinite(grad)))
+    # A zero column next to two non-orthogonal ones: only the non-zero pair counts.
+    w3 = jnp.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    expected = 2 * (1 / np.sqrt(2)) / 6
+    assert float(jaxreg.orthogonal_penalty(w3, mode="cosine")) == pytest.approx(expected, 1e-6)
+    grad3 = jax.grad(lambda w: jaxreg.orthogonal_penalty(w, mode="cosine"))(w3)
+    assert bool(jnp.all(jnp.isfinite(grad3)))
+
+
 def test_gradients_match_closed_forms():
     s = 0.3
     g2 = jax.grad(lambda p: jaxreg.l2_penalty(p, strength=s))(PARAMS)

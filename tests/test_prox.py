@@ -87,6 +87,21 @@ def test_prox_keeps_dtype():
         assert out.dtype == jnp.bfloat16 and out.shape == x.shape
 
 
+def test_prox_computes_in_float32_for_bfloat16():
+    # Every prox computes in float32 and rounds once to bf16 at the end; the threshold
+    # itself is not rounded to bf16 first (0.3 would become 0.30078125).
+    x = V.astype(jnp.bfloat16)
+    x32 = x.astype(jnp.float32)
+    for prox in (
+        lambda p: jaxreg.prox_l1(p, threshold=0.3),
+        lambda p: jaxreg.prox_elastic_net(p, l1=0.3, l2=0.15),
+        lambda p: jaxreg.prox_group_lasso(p, threshold=0.3),
+    ):
+        out = prox(x)
+        assert out.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(out, prox(x32).astype(jnp.bfloat16))
+
+
 def test_vmap_and_jit_over_thresholds():
     ts = jnp.array([0.0, 0.5, 1.5])
     got = jax.vmap(lambda t: jaxreg.prox_l1(V, threshold=t))(ts)
@@ -111,3 +126,19 @@ def test_bad_inputs():
         jaxreg.prox_l1({"n": jnp.arange(3)}, threshold=1.0)
     with pytest.raises(ValueError, match=r"jaxreg\.prox_l1: where must have the same pytree"):
         jaxreg.prox_l1({"a": V, "b": V}, threshold=1.0, where={"a": True})
+
+
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("group_lasso_penalty", lambda p: jaxreg.group_lasso_penalty(p, axis=2)),
+        ("prox_group_lasso", lambda p: jaxreg.prox_group_lasso(p, threshold=1.0, axis=2)),
+        ("max_norm", lambda p: jaxreg.max_norm(p, max_value=1.0, axis=2)),
+        ("unit_norm", lambda p: jaxreg.unit_norm(p, axis=2)),
+    ],
+)
+def test_group_norm_users_share_one_axis_check(name, call):
+    # One helper (jaxreg._penalties.group_norms) checks axes for all four functions.
+    message = rf"^jaxreg\.{name}: axis holds axis 2, out of range .* Params leaf: 'dense/w'\.$"
+    with pytest.raises(ValueError, match=message):
+        call({"dense": {"w": V}})

@@ -17,7 +17,8 @@ def test_binomial_accepts_exact_and_rejects_wrong_rate():
     rng = np.random.default_rng(0)
     kept = int((rng.random(N) < 0.5).sum())
     assert_binomial(kept, N, 0.5)
-    # Negative control: a sampler that drops at 0.49 instead of 0.5 (20 sigma off).
+    # Negative control: a sampler that keeps with probability 0.51 (drops at 0.49)
+    # instead of 0.5: 10,000 more kept than expected, 20 sigma (sigma = 500).
     wrong = int((rng.random(N) < 0.51).sum())
     with pytest.raises(AssertionError, match="z ="):
         assert_binomial(wrong, N, 0.5)
