@@ -28,7 +28,7 @@ def methods(rate: float) -> dict:
     keep = 1.0 - rate
     return {
         "jaxreg exact": lambda k, x: jaxreg.dropout(k, x, rate=rate),
-        "jaxreg fast": lambda k, x: jaxreg.dropout(k, x, rate=rate, precision="fast"),
+        "jaxreg fast": lambda k, x: jaxreg.dropout(k, x, rate=rate, sampler="fast"),
         "flax.linen.Dropout": lambda k, x: flax_layer.apply({}, x, rng=k),
         "where(bernoulli)": lambda k, x: jnp.where(
             jax.random.bernoulli(k, keep, x.shape), x / keep, 0

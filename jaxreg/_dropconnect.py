@@ -34,7 +34,7 @@ Rate = float | Array
 
 def _masked(key: Array, w: Array, rate: Rate, inverted: bool = True) -> Array:
     """The one DropConnect draw: ``w`` with a fresh keep-mask applied (no validation)."""
-    return _mask.drop(key, w, rate, w.shape, inverted=inverted, precision="exact")
+    return _mask.drop(key, w, rate, w.shape, inverted=inverted, sampler="exact")
 
 
 def drop_connect(key: Any, w: Array, *, rate: float | Array, inverted: bool = True) -> Array:
@@ -181,9 +181,9 @@ def drop_connect_dense(
       DropConnect." ICML 2013, section 2.
     """
     fn = "drop_connect_dense"
-    key = _bits.check_key(fn, key)
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
+    key = _mask.check_key_for(fn, key, rate)
     if isinstance(rate, float) and rate == 0.0:
         y = x @ kernel
     elif isinstance(rate, float) and rate == 1.0:
@@ -251,9 +251,9 @@ def drop_connect_inference(
       DropConnect." ICML 2013, section 3 (Algorithm 2).
     """
     fn = "drop_connect_inference"
-    key = _bits.check_key(fn, key)
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
+    key = _mask.check_key_for(fn, key, rate)
     num_samples = check_positive_int(fn, "num_samples", num_samples)
     if not callable(activation):
         raise fail(fn, f"activation must be callable, got {activation!r}.", exc=TypeError)
@@ -313,15 +313,15 @@ def drop_connect_tree(
       DropConnect." ICML 2013.
     """
     fn = "drop_connect_tree"
-    key = _bits.check_key(fn, key)
     rate = check_probability(fn, "rate", rate)
+    key = _mask.check_key_for(fn, key, rate)
     leaves, treedef = jax.tree.flatten(params)
     mask = resolve_where(fn, params, kernels_only if where is None else where)
     selected = jax.tree.leaves(mask)
     if (isinstance(rate, float) and rate == 0.0) or not any(selected):
         return params
-    keys = jax.random.split(key, len(leaves))
     dropped_all = isinstance(rate, float) and rate == 1.0
+    keys = [None] * len(leaves) if dropped_all else jax.random.split(key, len(leaves))
     out = [
         (jnp.zeros_like(v) if dropped_all else _masked(k, v, rate)) if sel else v
         for k, v, sel in zip(keys, leaves, selected, strict=True)

@@ -23,15 +23,15 @@ def masked(
     broadcast_dims: int | Sequence[int] = (),
     noise_shape: Sequence[int | None] | None = None,
     inverted: bool = True,
-    precision: str = "exact",
+    sampler: str = "exact",
 ) -> Array:
     """Validates, draws one keep-mask at the (possibly reduced) mask shape, applies it."""
     key, x, rate, early = _mask.prologue(fn, key, x, rate)
-    precision = _mask.check_precision(fn, precision)
+    sampler = _mask.check_sampler(fn, sampler)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
     if early is not None:
         return early
-    return _mask.drop(key, x, rate, shape, inverted=inverted, precision=precision)
+    return _mask.drop(key, x, rate, shape, inverted=inverted, sampler=sampler)
 
 
 def dropout(
@@ -42,7 +42,7 @@ def dropout(
     broadcast_dims: int | Sequence[int] = (),
     noise_shape: Sequence[int | None] | None = None,
     inverted: bool = True,
-    precision: str = "exact",
+    sampler: str = "exact",
 ) -> Array:
     """Dropout: zeroes each unit with probability ``rate``.
 
@@ -65,7 +65,7 @@ def dropout(
       noise_shape: Keras-style alternative to ``broadcast_dims``: one entry per axis,
         1 to share along it, the axis size or None to draw independently.
       inverted: scale kept units by 1/(1 - rate) (True) or not (False).
-      precision: ``"exact"`` (default): flax's and ``jax.random.bernoulli``'s mask.
+      sampler: ``"exact"`` (default): flax's and ``jax.random.bernoulli``'s mask.
         ``"fast"``: 8-bit thresholds, eight draws per hash (faster, see ``bench/``); the
         drop rate is rounded to a multiple of 1/256 and kept units are divided by the
         realised keep probability, so the output stays unbiased.
@@ -91,7 +91,7 @@ def dropout(
         broadcast_dims=broadcast_dims,
         noise_shape=noise_shape,
         inverted=inverted,
-        precision=precision,
+        sampler=sampler,
     )
 
 
@@ -126,7 +126,7 @@ def spatial_dropout(
     *,
     rate: float | Array,
     channel_axis: int = -1,
-    precision: str = "exact",
+    sampler: str = "exact",
 ) -> Array:
     """Drops whole feature maps: one draw per (example, channel), shared over space.
 
@@ -139,7 +139,7 @@ def spatial_dropout(
       x: floating-point input of rank >= 3 (batch, at least one spatial axis, channels).
       rate: probability of dropping a feature map (see ``dropout``).
       channel_axis: the channel axis (not 0, the batch axis).
-      precision: ``"exact"`` or ``"fast"`` (see ``dropout``).
+      sampler: ``"exact"`` or ``"fast"`` (see ``dropout``).
 
     Returns:
       An array of ``x``'s shape and dtype; kept maps are scaled by 1/(1 - rate).
@@ -164,7 +164,7 @@ def spatial_dropout(
             "channels are the last axis (-1) or axis 1.",
         )
     shared = tuple(d for d in range(1, ndim) if d != channel)
-    return masked(fn, key, x, rate, broadcast_dims=shared, precision=precision)
+    return masked(fn, key, x, rate, broadcast_dims=shared, sampler=sampler)
 
 
 def variational_dropout(
@@ -173,7 +173,7 @@ def variational_dropout(
     *,
     rate: float | Array,
     time_axis: int = 1,
-    precision: str = "exact",
+    sampler: str = "exact",
 ) -> Array:
     """Dropout with one mask per sequence, the same at every time step.
 
@@ -194,7 +194,7 @@ def variational_dropout(
       x: floating-point input with a time axis.
       rate: probability of dropping a unit (see ``dropout``).
       time_axis: the axis the mask is shared along.
-      precision: ``"exact"`` or ``"fast"`` (see ``dropout``).
+      sampler: ``"exact"`` or ``"fast"`` (see ``dropout``).
 
     Returns:
       An array of ``x``'s shape and dtype.
@@ -207,4 +207,4 @@ def variational_dropout(
     if jnp.ndim(x) < 2:
         raise fail(fn, f"x must have a time axis and a feature axis, got shape {jnp.shape(x)}.")
     (time,) = normalize_axes(fn, "time_axis", time_axis, jnp.ndim(x))
-    return masked(fn, key, x, rate, broadcast_dims=(time,), precision=precision)
+    return masked(fn, key, x, rate, broadcast_dims=(time,), sampler=sampler)

@@ -3,7 +3,7 @@
 ``bernoulli_mask`` draws a boolean keep-mask from the bit engine (``_bits``) with a
 threshold on the top 23 bits, which is exactly ``jax.random.bernoulli(key, 1 - rate,
 shape)`` (and so exactly the mask of ``flax.linen.Dropout`` for the same key and rate).
-``precision="fast"`` instead thresholds 8-bit values, eight per hash (see
+``sampler="fast"`` instead thresholds 8-bit values, eight per hash (see
 ``_bits.random_bytes``): several times less hashing, a rate quantized to k/256, and
 kept units divided by the realised keep probability k/256 so outputs stay unbiased.
 
@@ -39,12 +39,12 @@ Shape = tuple[int, ...]
 
 _MANTISSA = 23  # jax.random.uniform(float32) uses the top 23 bits of each word.
 _FAST_BITS = 8
-PRECISIONS = ("exact", "fast")
+SAMPLERS = ("exact", "fast")
 
 
-def check_precision(fn: str, precision: Any) -> str:
-    """Validates the ``precision`` argument of the mask ops."""
-    return check_choice(fn, "precision", precision, PRECISIONS)
+def check_sampler(fn: str, sampler: Any) -> str:
+    """Validates the ``sampler`` argument of the mask ops."""
+    return check_choice(fn, "sampler", sampler, SAMPLERS)
 
 
 def fast_threshold(rate: Rate) -> int | Array:
@@ -56,9 +56,9 @@ def fast_threshold(rate: Rate) -> int | Array:
     return jnp.clip(jnp.nan_to_num(k, nan=0.0), 0.0, float(scale)).astype(jnp.int32)
 
 
-def keep_probability(rate: Rate, precision: str = "exact") -> Rate:
+def keep_probability(rate: Rate, sampler: str = "exact") -> Rate:
     """The keep probability kept units are divided by: 1 - rate, or k/256 when fast."""
-    if precision == "exact":
+    if sampler == "exact":
         return 1.0 - rate
     k = fast_threshold(rate)
     if isinstance(k, int):
@@ -82,7 +82,7 @@ def keep_threshold(rate: Rate) -> Array | np.uint32:
     return t.astype(jnp.uint32)
 
 
-def draw_keep(key: Array, shape: Shape, rate: Rate, precision: str = "exact") -> Array:
+def draw_keep(key: Array, shape: Shape, rate: Rate, sampler: str = "exact") -> Array:
     """Boolean keep-mask of ``shape`` (keep probability ``1 - rate``); no validation.
 
     ``key`` must already be a typed key (``_bits.check_key``) and ``rate`` a validated
@@ -92,24 +92,72 @@ def draw_keep(key: Array, shape: Shape, rate: Rate, precision: str = "exact") ->
         return jnp.ones(shape, jnp.bool_)
     if isinstance(rate, float) and rate == 1.0:
         return jnp.zeros(shape, jnp.bool_)
-    if precision == "fast":
+    if sampler == "fast":
         octets = _bits.random_bytes(key, shape).astype(jnp.int32)
         return octets < fast_threshold(rate)
     bits = _bits.random_bits(key, shape)
     return (bits >> np.uint32(32 - _MANTISSA)) < keep_threshold(rate)
 
 
+def decided(rate: Rate) -> bool:
+    """Whether a validated ``rate`` fixes the result without randomness (Python 0 or 1)."""
+    return isinstance(rate, float) and rate in (0.0, 1.0)
+
+
+def needs_key(rate: float | Array) -> bool:
+    """Whether an op at this ``rate`` draws random numbers, i.e. needs a key.
+
+    False only for a Python (or NumPy) rate of exactly 0 or 1: every jaxreg op then
+    returns ``x`` itself (rate 0) or zeros (rate 1), draws nothing and accepts
+    ``key=None``. True for every other rate, and for every array rate (traced or not:
+    its value is not inspected). Layers ask this before fetching a key, so that, like
+    ``flax.linen.Dropout``, they leave the rng stream untouched when nothing is drawn.
+
+    Args:
+      rate: a drop probability, as passed to the ops.
+
+    Returns:
+      A Python bool.
+
+    Example:
+      >>> import jaxreg
+      >>> jaxreg.needs_key(0.0), jaxreg.needs_key(0.5)
+      (False, True)
+
+    References:
+      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting." JMLR 15, 2014.
+    """
+    return not decided(check_probability("needs_key", "rate", rate))
+
+
+def check_key_for(fn: str, key: Any, rate: Rate) -> Array | None:
+    """A typed key, or None where ``key`` is None and the validated ``rate`` is decided."""
+    if key is None:
+        if decided(rate):
+            return None
+        raise fail(
+            fn,
+            f"key is None, but rate={rate!r} draws random numbers. Pass a key from "
+            "jax.random.key(seed); None is accepted only for a Python rate of 0 or 1 "
+            "(see jaxreg.needs_key).",
+            exc=TypeError,
+        )
+    return _bits.check_key(fn, key)
+
+
 def prologue(
     fn: str, key: Any, x: Any, rate: Any, name: str = "x"
-) -> tuple[Array, Array, Rate, Array | None]:
+) -> tuple[Array | None, Array, Rate, Array | None]:
     """Validates ``(key, x, rate)`` for an op; also returns its result when the rate decides.
 
     The last item is ``x`` itself for a Python rate of 0 (nothing is drawn), zeros for
-    a Python rate of 1, and None otherwise (the op must compute).
+    a Python rate of 1, and None otherwise (the op must compute). ``key`` may be None
+    exactly when the rate decides (``needs_key``).
     """
-    key = _bits.check_key(fn, key)
     x = check_float_array(fn, name, x)
     rate = check_probability(fn, "rate", rate)
+    key = check_key_for(fn, key, rate)
     early = None
     if isinstance(rate, float) and rate == 0.0:
         early = x
@@ -150,7 +198,7 @@ def bernoulli_mask(
     *,
     rate: float | Array,
     broadcast_dims: int | Sequence[int] = (),
-    precision: str = "exact",
+    sampler: str = "exact",
 ) -> Array:
     """Draws a boolean keep-mask: True with probability ``1 - rate``.
 
@@ -170,10 +218,10 @@ def bernoulli_mask(
         ops turn it into NaN outputs.
       broadcast_dims: axes along which the mask is shared (drawn with size 1 and
         broadcast), e.g. the time axis for variational dropout.
-      precision: ``"exact"`` (default): the mask of ``jax.random.bernoulli``.
+      sampler: ``"exact"`` (default): the mask of ``jax.random.bernoulli``.
         ``"fast"``: 8-bit thresholds, eight draws per hash; the keep probability is
         rounded to a multiple of 1/256 (``rate=0.1`` keeps with probability 230/256,
-        i.e. drops 10.16%). Pass the same ``precision`` to ``apply_mask``.
+        i.e. drops 10.16%). Pass the same ``sampler`` to ``apply_mask``.
 
     Returns:
       A bool array of ``shape``.
@@ -189,9 +237,9 @@ def bernoulli_mask(
       Overfitting." JMLR 15, 2014.
     """
     fn = "bernoulli_mask"
-    key = _bits.check_key(fn, key)
     rate = check_probability(fn, "rate", rate)
-    precision = check_precision(fn, precision)
+    key = check_key_for(fn, key, rate)
+    sampler = check_sampler(fn, sampler)
     try:
         shape = tuple(int(d) for d in shape)
     except TypeError:
@@ -199,11 +247,11 @@ def bernoulli_mask(
     if any(d < 0 for d in shape):
         raise fail(fn, f"shape must be non-negative, got {shape}.")
     drawn = mask_shape(fn, shape, broadcast_dims)
-    return jnp.broadcast_to(draw_keep(key, drawn, rate, precision), shape)
+    return jnp.broadcast_to(draw_keep(key, drawn, rate, sampler), shape)
 
 
 def scale_kept(
-    x: Array, mask: Array, rate: Rate, *, inverted: bool, precision: str = "exact"
+    x: Array, mask: Array, rate: Rate, *, inverted: bool, sampler: str = "exact"
 ) -> Array:
     """``where(mask, x / keep, 0)`` (or ``x`` if not inverted); no validation.
 
@@ -211,7 +259,7 @@ def scale_kept(
     bit for bit. A traced rate outside [0, 1] makes every output NaN.
     """
     if inverted:
-        keep = keep_probability(rate, precision)
+        keep = keep_probability(rate, sampler)
         if isinstance(keep, float):
             kept = x / (keep if keep > 0.0 else 1.0)
         else:
@@ -227,13 +275,11 @@ class _Spec(NamedTuple):
 
     shape: Shape
     inverted: bool
-    precision: str
+    sampler: str
     static_rate: float | None
 
 
-def drop(
-    key: Array, x: Array, rate: Rate, shape: Shape, *, inverted: bool, precision: str
-) -> Array:
+def drop(key: Array, x: Array, rate: Rate, shape: Shape, *, inverted: bool, sampler: str) -> Array:
     """Draws a keep-mask of ``shape`` (broadcast to ``x``) and applies it; no validation.
 
     Without differentiation this is one fused pass: hash, threshold and select. Under
@@ -244,14 +290,14 @@ def drop(
     """
     static = rate if isinstance(rate, float) else None
     traced = jnp.zeros((), jnp.float32) if static is not None else rate
-    return _drop(_Spec(tuple(shape), inverted, precision, static), key, x, traced)
+    return _drop(_Spec(tuple(shape), inverted, sampler, static), key, x, traced)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _drop(spec: _Spec, key: Array, x: Array, rate: Array) -> Array:
     r = rate if spec.static_rate is None else spec.static_rate
-    mask = draw_keep(key, spec.shape, r, spec.precision)
-    return scale_kept(x, mask, r, inverted=spec.inverted, precision=spec.precision)
+    mask = draw_keep(key, spec.shape, r, spec.sampler)
+    return scale_kept(x, mask, r, inverted=spec.inverted, sampler=spec.sampler)
 
 
 @_drop.defjvp
@@ -259,13 +305,13 @@ def _drop_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[Array, Arra
     key, x, rate = primals
     _, x_dot, rate_dot = tangents
     r = rate if spec.static_rate is None else spec.static_rate
-    mask = draw_keep(key, spec.shape, r, spec.precision)
+    mask = draw_keep(key, spec.shape, r, spec.sampler)
     stored = _bits.keep_in_memory(mask.astype(jnp.uint8), jax.random.key_data(key))
     mask = stored.astype(jnp.bool_)
 
     def apply(x, rate):
         r = rate if spec.static_rate is None else spec.static_rate
-        return scale_kept(x, mask, r, inverted=spec.inverted, precision=spec.precision)
+        return scale_kept(x, mask, r, inverted=spec.inverted, sampler=spec.sampler)
 
     return jax.jvp(apply, (x, rate), (x_dot, rate_dot))
 
@@ -284,7 +330,7 @@ def apply_mask(
     *,
     rate: float | Array,
     inverted: bool = True,
-    precision: str = "exact",
+    sampler: str = "exact",
 ) -> Array:
     """Applies a keep-mask: dropped units become 0, kept ones are scaled by 1/(1 - rate).
 
@@ -299,7 +345,7 @@ def apply_mask(
       inverted: if True (default), scale kept units by 1/(1 - rate) so the expectation
         is unchanged; if False, keep them as they are (the original paper's form: scale
         by 1 - rate at inference with ``scale_for_inference``).
-      precision: the ``precision`` the mask was drawn with; ``"fast"`` divides kept
+      sampler: the ``sampler`` the mask was drawn with; ``"fast"`` divides kept
         units by the realised keep probability (a multiple of 1/256).
 
     Returns:
@@ -313,7 +359,7 @@ def apply_mask(
     fn = "apply_mask"
     x = check_float_array(fn, "x", x)
     rate = check_probability(fn, "rate", rate)
-    precision = check_precision(fn, precision)
+    sampler = check_sampler(fn, sampler)
     mask = jnp.asarray(mask)
     if mask.dtype != jnp.bool_:
         raise fail(fn, f"mask must be a bool array, got dtype {mask.dtype}.", exc=TypeError)
@@ -323,7 +369,7 @@ def apply_mask(
         out_shape = None
     if out_shape != x.shape:
         raise fail(fn, f"mask of shape {mask.shape} does not broadcast to x of shape {x.shape}.")
-    return scale_kept(x, mask, rate, inverted=inverted, precision=precision)
+    return scale_kept(x, mask, rate, inverted=inverted, sampler=sampler)
 
 
 def pack_bits(mask: Array) -> Array:

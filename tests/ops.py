@@ -56,8 +56,8 @@ def _batch_units(call, n):
 
 
 _dropout = lambda k, x, r: jaxreg.dropout(k, x, rate=r)  # noqa: E731
-_fast = lambda k, x, r: jaxreg.dropout(k, x, rate=r, precision="fast")  # noqa: E731
-_fast_spatial = lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r, precision="fast")  # noqa: E731
+_fast = lambda k, x, r: jaxreg.dropout(k, x, rate=r, sampler="fast")  # noqa: E731
+_fast_spatial = lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r, sampler="fast")  # noqa: E731
 _classic = lambda k, x, r: jaxreg.dropout(k, x, rate=r, inverted=False)  # noqa: E731
 _shared = lambda k, x, r: jaxreg.dropout(k, x, rate=r, broadcast_dims=(0,))  # noqa: E731
 _noise = lambda k, x, r: jaxreg.dropout(k, x, rate=r, noise_shape=(None, 1, None))  # noqa: E731

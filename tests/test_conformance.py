@@ -132,6 +132,20 @@ def test_python_rate_zero_is_identity_and_draws_nothing(op):
 
 
 @params
+def test_python_rate_zero_or_one_needs_no_key(op):
+    # Layers ask jaxreg.needs_key before fetching a key (flax leaves its rng stream
+    # untouched at rate 0 and 1), then call the op with key=None.
+    x = _x(op)
+    assert not jaxreg.needs_key(0.0) and not jaxreg.needs_key(1) and jaxreg.needs_key(0.5)
+    assert jaxreg.needs_key(jnp.float32(0.0))  # an array's value is never inspected
+    np.testing.assert_array_equal(op.call(None, x, 0.0), x)
+    np.testing.assert_array_equal(op.call(None, x, 1.0), jnp.zeros_like(x))
+    for rate in (0.5, jnp.float32(0.0)):
+        with pytest.raises(TypeError, match=r"jaxreg\.\w+: key is None, but rate=.*needs_key"):
+            op.call(None, x, rate)
+
+
+@params
 def test_traced_rate_zero_is_identity(op):
     x = _x(op)
     y = jax.jit(op.call)(jax.random.key(13), x, jnp.float32(0.0))

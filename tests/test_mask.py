@@ -141,7 +141,7 @@ def test_fast_bytes_are_uniform():
 
 def test_fast_mode_quantizes_the_rate_and_stays_unbiased():
     n = 4_000_000
-    y = np.asarray(jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=0.1, precision="fast"))
+    y = np.asarray(jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=0.1, sampler="fast"))
     kept = int((y != 0).sum())
     assert_binomial(kept, n, 230 / 256)  # round(0.9 * 256) = 230
     with pytest.raises(AssertionError):  # the quantization is visible at this n
@@ -154,16 +154,16 @@ def test_fast_mode_quantizes_the_rate_and_stays_unbiased():
 
 def test_fast_mask_and_apply_compose_like_dropout():
     x = jax.random.normal(jax.random.key(8), (16, 40))
-    y = jaxreg.dropout(jax.random.key(9), x, rate=0.3, precision="fast")
-    m = jaxreg.bernoulli_mask(jax.random.key(9), x.shape, rate=0.3, precision="fast")
-    np.testing.assert_array_equal(y, jaxreg.apply_mask(x, m, rate=0.3, precision="fast"))
+    y = jaxreg.dropout(jax.random.key(9), x, rate=0.3, sampler="fast")
+    m = jaxreg.bernoulli_mask(jax.random.key(9), x.shape, rate=0.3, sampler="fast")
+    np.testing.assert_array_equal(y, jaxreg.apply_mask(x, m, rate=0.3, sampler="fast"))
     with pytest.raises(
         ValueError,
-        match=r"jaxreg\.dropout: precision must be one of 'exact', 'fast', got 'fastest'",
+        match=r"jaxreg\.dropout: sampler must be one of 'exact', 'fast', got 'fastest'",
     ):
-        jaxreg.dropout(jax.random.key(10), x, rate=0.3, precision="fastest")
-    with pytest.raises(ValueError, match=r"jaxreg\.apply_mask: precision must be"):
-        jaxreg.apply_mask(x, m, rate=0.3, precision=None)
+        jaxreg.dropout(jax.random.key(10), x, rate=0.3, sampler="fastest")
+    with pytest.raises(ValueError, match=r"jaxreg\.apply_mask: sampler must be"):
+        jaxreg.apply_mask(x, m, rate=0.3, sampler=None)
 
 
 def test_python_and_array_rates_resolve_the_keep_probability_as_documented():

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
         "broadcast": lambda k, x, r: jaxreg.dropout(k, x, rate=0.3, broadcast_dims=(1,)),
         "drop_path": lambda k, x, r: jaxreg.drop_path(k, x, rate=r),
         "gaussian": lambda k, x, r: jaxreg.gaussian_dropout(k, x, rate=0.3),
-        "fast": lambda k, x, r: jaxreg.dropout(k, x, rate=r, precision="fast"),
+        "fast": lambda k, x, r: jaxreg.dropout(k, x, rate=r, sampler="fast"),
     }
     collectives = re.compile(r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter")
     for name, op in ops.items():
