@@ -6,8 +6,9 @@ Masks come from ``_mask.draw_keep`` (the bit engine), so ``drop_connect(key, w)`
 Per-example masks (``drop_connect_dense(..., per_example=True)``): example ``b`` (the
 ``b``-th row of ``x`` with its leading axes flattened) uses the weights
 ``drop_connect(jax.random.fold_in(key, b), kernel)``. Its mask does not depend on the
-batch size. A ``custom_vjp`` loops over the examples and regenerates each mask from its
-key in the backward pass, so no (batch, in, out) array exists in either pass.
+batch size. A ``custom_vjp`` loops over the examples (one per device per step, in
+contiguous blocks of rows that a batch sharding partitions) and regenerates each mask
+from its key in the backward pass, so no (batch, in, out) array exists in either pass.
 
 References:
   Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
@@ -200,7 +201,11 @@ def drop_connect_dense(
     (leading axes flattened, row-major) uses ``drop_connect(jax.random.fold_in(key, b),
     kernel, rate=rate)``. That costs batch * in * out random draws (forward and again in
     backward) but only O(in * out) memory: masks are regenerated from the key in a
-    ``custom_vjp``, never stored as a (batch, in, out) array. Being a ``custom_vjp``,
+    ``custom_vjp``, never stored as a (batch, in, out) array. On ``D`` devices the
+    examples run ``D`` at a time, one contiguous block of rows each (see ``lanes``), so
+    under batch sharding every device computes only its own rows, with no collective
+    and a sharded output (the kernel gradient's sum over the batch is an all-reduce).
+    Being a ``custom_vjp``,
     the per-example mode supports reverse-mode autodiff (``jax.grad``, including the
     gradient with respect to a traced ``rate``) but not forward mode (``jax.jvp``).
 
