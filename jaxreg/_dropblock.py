@@ -147,8 +147,9 @@ def dropblock(
     - ``gamma="paper"``: the paper's eq. 1 over ``d`` spatial axes with sizes ``s_i``
       and blocks ``b_i``, ``gamma = rate / prod(b_i) * prod(s_i) / prod(s_i - b_i + 1)``:
       the fraction one would drop if blocks never overlapped. The realised fraction is
-      lower (an expected 0.0946 at ``rate=0.1`` on 56x56 maps with 7x7 blocks, 0.250 at
-      0.3 on 16x16 with 5x5); use it to reproduce hyperparameters tuned with the paper's formula.
+      lower (an expected 0.0946 at ``rate=0.1`` on 56x56 maps with 7x7 blocks, 0.250
+      at 0.3 on 16x16 with 5x5); use it to reproduce hyperparameters tuned with the
+      paper's formula.
 
     timm's ``DropBlock2d`` differs: it draws seeds at every position with the paper's
     gamma and centres blocks on them, clipping blocks at the borders (more seeds, so it

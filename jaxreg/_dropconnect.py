@@ -83,6 +83,8 @@ def lanes(key: Array, n: int) -> int:
     partitions the loop over the batch: every device runs its own rows, no
     all-gather. One lane (a plain loop) on a single device and for keys outside the
     fused threefry path (vmapping rbg keys draws other bits than a loop, jax#19085).
+    Memory: one masked kernel and one kernel-gradient accumulator per lane, spread over
+    the devices when the batch is sharded.
     """
     if not _bits.uses_fast_path(key, (1,)):
         return 1
@@ -205,9 +207,9 @@ def drop_connect_dense(
     examples run ``D`` at a time, one contiguous block of rows each (see ``lanes``), so
     under batch sharding every device computes only its own rows, with no collective
     and a sharded output (the kernel gradient's sum over the batch is an all-reduce).
-    Being a ``custom_vjp``,
-    the per-example mode supports reverse-mode autodiff (``jax.grad``, including the
-    gradient with respect to a traced ``rate``) but not forward mode (``jax.jvp``).
+    Being a ``custom_vjp``, the per-example mode supports reverse-mode autodiff
+    (``jax.grad``, including the gradient with respect to a traced ``rate``) but not
+    forward mode (``jax.jvp``).
 
     Args:
       key: a PRNG key.
