@@ -153,9 +153,7 @@ def _check_dense(fn: str, x: Any, kernel: Any, bias: Any) -> tuple[Array, Array,
 
 def _check_dot_general(fn: str, dot_general: Any) -> None:
     if dot_general is not None and not callable(dot_general):
-        raise fail(
-            fn, f"dot_general must be callable or None, got {dot_general!r}.", exc=TypeError
-        )
+        raise fail(fn, f"dot_general must be callable or None, got {dot_general!r}.", exc=TypeError)
 
 
 def drop_connect_dense(

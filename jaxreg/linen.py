@@ -64,8 +64,13 @@ def _key(module: nn.Module, deterministic: bool | None, rng: Any, draw_anyway: b
     return deterministic, module.make_rng(collection)
 
 
-def _errors(module: nn.Module):
-    return common.named_errors(f"linen.{type(module).__name__}")
+def _apply(module: nn.Module, op: Callable[..., Array], inputs, deterministic, rng, **options):
+    """The body of every dropout-like layer: ``inputs`` if deterministic, else the op."""
+    deterministic, key = _key(module, deterministic, rng)
+    if deterministic:
+        return inputs
+    with common.named_errors(f"linen.{type(module).__name__}"):
+        return op(key, inputs, rate=module.rate, **options)
 
 
 class Dropout(nn.Module):
@@ -93,17 +98,15 @@ class Dropout(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.dropout(
-                key,
-                inputs,
-                rate=self.rate,
-                broadcast_dims=self.broadcast_dims,
-                sampler=self.sampler,
-            )
+        return _apply(
+            self,
+            jaxreg.dropout,
+            inputs,
+            deterministic,
+            rng,
+            broadcast_dims=self.broadcast_dims,
+            sampler=self.sampler,
+        )
 
 
 class SpatialDropout(nn.Module):
@@ -130,17 +133,15 @@ class SpatialDropout(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.spatial_dropout(
-                key,
-                inputs,
-                rate=self.rate,
-                channel_axis=self.channel_axis,
-                sampler=self.sampler,
-            )
+        return _apply(
+            self,
+            jaxreg.spatial_dropout,
+            inputs,
+            deterministic,
+            rng,
+            channel_axis=self.channel_axis,
+            sampler=self.sampler,
+        )
 
 
 class VariationalDropout(nn.Module):
@@ -167,13 +168,15 @@ class VariationalDropout(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.variational_dropout(
-                key, inputs, rate=self.rate, time_axis=self.time_axis, sampler=self.sampler
-            )
+        return _apply(
+            self,
+            jaxreg.variational_dropout,
+            inputs,
+            deterministic,
+            rng,
+            time_axis=self.time_axis,
+            sampler=self.sampler,
+        )
 
 
 class GaussianDropout(nn.Module):
@@ -196,11 +199,7 @@ class GaussianDropout(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.gaussian_dropout(key, inputs, rate=self.rate)
+        return _apply(self, jaxreg.gaussian_dropout, inputs, deterministic, rng)
 
 
 class AlphaDropout(nn.Module):
@@ -223,11 +222,7 @@ class AlphaDropout(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.alpha_dropout(key, inputs, rate=self.rate)
+        return _apply(self, jaxreg.alpha_dropout, inputs, deterministic, rng)
 
 
 class DropPath(nn.Module):
@@ -256,13 +251,15 @@ class DropPath(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.drop_path(
-                key, inputs, rate=self.rate, mode=self.mode, inverted=self.inverted
-            )
+        return _apply(
+            self,
+            jaxreg.drop_path,
+            inputs,
+            deterministic,
+            rng,
+            mode=self.mode,
+            inverted=self.inverted,
+        )
 
 
 class DropBlock(nn.Module):
@@ -291,18 +288,16 @@ class DropBlock(nn.Module):
     @nn.compact
     def __call__(self, inputs: Array, deterministic: bool | None = None, rng: Any = None):
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = _key(self, deterministic, rng)
-        if deterministic:
-            return inputs
-        with _errors(self):
-            return jaxreg.dropblock(
-                key,
-                inputs,
-                rate=self.rate,
-                block_size=self.block_size,
-                channel_axis=self.channel_axis,
-                shared_channels=self.shared_channels,
-            )
+        return _apply(
+            self,
+            jaxreg.dropblock,
+            inputs,
+            deterministic,
+            rng,
+            block_size=self.block_size,
+            channel_axis=self.channel_axis,
+            shared_channels=self.shared_channels,
+        )
 
 
 class DropConnectDense(nn.Module):
@@ -368,7 +363,7 @@ class DropConnectDense(nn.Module):
         moments = common.check_inference(layer, self.inference, self.activation)
         deterministic, key = _key(self, deterministic, rng, draw_anyway=moments)
         matmul = {"precision": self.precision, "dot_general": self.dot_general}
-        with _errors(self):
+        with common.named_errors(layer):
             return common.dense(
                 key,
                 inputs,

@@ -110,6 +110,14 @@ class _Layer(nnx.Module):
             raise self._missing()
         return deterministic, rngs  # a key (the core validates it)
 
+    def _apply(self, op: Callable[..., Array], inputs, deterministic, rngs, **options):
+        """The body of every dropout-like layer: ``inputs`` if deterministic, else the op."""
+        deterministic, key = self._key(deterministic, rngs)
+        if deterministic:
+            return inputs
+        with common.named_errors(self._name()):
+            return op(key, inputs, rate=self._rate(), **options)
+
     def set_view(self, deterministic: bool | None = None):
         """Used by ``nnx.view``.
 
@@ -155,17 +163,14 @@ class Dropout(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.dropout(
-                key,
-                inputs,
-                rate=self._rate(),
-                broadcast_dims=self.broadcast_dims,
-                sampler=self.sampler,
-            )
+        return self._apply(
+            jaxreg.dropout,
+            inputs,
+            deterministic,
+            rngs,
+            broadcast_dims=self.broadcast_dims,
+            sampler=self.sampler,
+        )
 
 
 class SpatialDropout(_Layer):
@@ -200,17 +205,14 @@ class SpatialDropout(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.spatial_dropout(
-                key,
-                inputs,
-                rate=self._rate(),
-                channel_axis=self.channel_axis,
-                sampler=self.sampler,
-            )
+        return self._apply(
+            jaxreg.spatial_dropout,
+            inputs,
+            deterministic,
+            rngs,
+            channel_axis=self.channel_axis,
+            sampler=self.sampler,
+        )
 
 
 class VariationalDropout(_Layer):
@@ -245,13 +247,14 @@ class VariationalDropout(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.variational_dropout(
-                key, inputs, rate=self._rate(), time_axis=self.time_axis, sampler=self.sampler
-            )
+        return self._apply(
+            jaxreg.variational_dropout,
+            inputs,
+            deterministic,
+            rngs,
+            time_axis=self.time_axis,
+            sampler=self.sampler,
+        )
 
 
 class GaussianDropout(_Layer):
@@ -280,11 +283,7 @@ class GaussianDropout(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.gaussian_dropout(key, inputs, rate=self._rate())
+        return self._apply(jaxreg.gaussian_dropout, inputs, deterministic, rngs)
 
 
 class AlphaDropout(_Layer):
@@ -313,11 +312,7 @@ class AlphaDropout(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.alpha_dropout(key, inputs, rate=self._rate())
+        return self._apply(jaxreg.alpha_dropout, inputs, deterministic, rngs)
 
 
 class DropPath(_Layer):
@@ -354,13 +349,9 @@ class DropPath(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.drop_path(
-                key, inputs, rate=self._rate(), mode=self.mode, inverted=self.inverted
-            )
+        return self._apply(
+            jaxreg.drop_path, inputs, deterministic, rngs, mode=self.mode, inverted=self.inverted
+        )
 
 
 class DropBlock(_Layer):
@@ -398,18 +389,15 @@ class DropBlock(_Layer):
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
         """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        deterministic, key = self._key(deterministic, rngs)
-        if deterministic:
-            return inputs
-        with common.named_errors(self._name()):
-            return jaxreg.dropblock(
-                key,
-                inputs,
-                rate=self._rate(),
-                block_size=self.block_size,
-                channel_axis=self.channel_axis,
-                shared_channels=self.shared_channels,
-            )
+        return self._apply(
+            jaxreg.dropblock,
+            inputs,
+            deterministic,
+            rngs,
+            block_size=self.block_size,
+            channel_axis=self.channel_axis,
+            shared_channels=self.shared_channels,
+        )
 
 
 class DropConnectLinear(_Layer):
@@ -476,7 +464,7 @@ class DropConnectLinear(_Layer):
         if use_bias:
             self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
         super().__init__(rate, deterministic, rng_collection, rngs)
-        self.moments = common.check_inference(self._name(), inference, activation)
+        common.check_inference(self._name(), inference, activation)
         self.in_features, self.out_features = in_features, out_features
         self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
         self.precision, self.dot_general = precision, dot_general
@@ -489,7 +477,8 @@ class DropConnectLinear(_Layer):
         inputs, kernel, bias = dtypes.promote_dtype(
             (inputs, self.kernel[...], bias), dtype=self.dtype
         )
-        deterministic, key = self._key(deterministic, rngs, draw_anyway=self.moments)
+        moments = common.check_inference(self._name(), self.inference, self.activation)
+        deterministic, key = self._key(deterministic, rngs, draw_anyway=moments)
         with common.named_errors(self._name()):
             return common.dense(
                 key,
@@ -498,7 +487,7 @@ class DropConnectLinear(_Layer):
                 bias,
                 rate=self._rate(),
                 deterministic=deterministic,
-                moments=self.moments,
+                moments=moments,
                 activation=self.activation,
                 num_samples=self.num_samples,
                 per_example=self.per_example,
