@@ -46,12 +46,6 @@ Rate = float | Array | nnx.Variable
 RngsLike = nnx.Rngs | nnx.RngStream | Array | None
 
 
-def _stream(rngs: nnx.Rngs, collection: str) -> nnx.RngStream:
-    if collection not in rngs and "default" not in rngs:
-        raise KeyError(collection)
-    return rngs[collection]
-
-
 class _Layer(nnx.Module):
     """NNX plumbing shared by the layers: rate, deterministic, rng stream, key fetch."""
 
@@ -61,10 +55,7 @@ class _Layer(nnx.Module):
         self.rng_collection = rng_collection
         common.draws(self._name(), self._rate(), False)  # validates a concrete rate now
         if isinstance(rngs, nnx.Rngs):
-            try:
-                self.rngs = _stream(rngs, rng_collection).fork()
-            except KeyError:
-                raise self._missing() from None
+            self.rngs = self._stream(rngs).fork()
         elif isinstance(rngs, nnx.RngStream):
             self.rngs = rngs.fork()
         elif rngs is None:
@@ -83,6 +74,12 @@ class _Layer(nnx.Module):
         how = f"rngs=nnx.Rngs({self.rng_collection}=seed) to the layer or to the call"
         return common.missing_rng(self._name(), self.rng_collection, how)
 
+    def _stream(self, rngs: nnx.Rngs) -> nnx.RngStream:
+        """The layer's stream in ``rngs`` (``'default'`` if absent, as in flax)."""
+        if self.rng_collection not in rngs and "default" not in rngs:
+            raise self._missing()
+        return rngs[self.rng_collection]
+
     def _rate(self) -> float | Array:
         return self.rate[...] if isinstance(self.rate, nnx.Variable) else self.rate
 
@@ -100,10 +97,7 @@ class _Layer(nnx.Module):
             return deterministic, None
         rngs = self.rngs if rngs is None else rngs
         if isinstance(rngs, nnx.Rngs):
-            try:
-                return deterministic, _stream(rngs, self.rng_collection)()
-            except KeyError:
-                raise self._missing() from None
+            return deterministic, self._stream(rngs)()
         if isinstance(rngs, nnx.RngStream):
             return deterministic, rngs()
         if rngs is None:
