@@ -62,22 +62,21 @@ def _model(lib):
 def test_whole_model_equals_flax_call_for_call():
     x = jnp.ones((5, 8))
     variables = _model(nn).init(jax.random.key(0), x, train=False)
-    ours, theirs = _model(jnn), _model(nn)
+    ours = jax.jit(_model(jnn).apply, static_argnames="train")
+    theirs = jax.jit(_model(nn).apply, static_argnames="train")
     for seed in (1, 2):
-        got = ours.apply(variables, x, train=True, rngs={"dropout": key(seed)})
-        want = theirs.apply(variables, x, train=True, rngs={"dropout": key(seed)})
-        np.testing.assert_array_equal(got, want)
-        apply = jax.jit(ours.apply, static_argnames="train")
-        jitted = apply(variables, x, train=True, rngs={"dropout": key(seed)})
-        np.testing.assert_array_equal(jitted, want)
+        got = ours(variables, x, train=True, rngs={"dropout": key(seed)})
+        np.testing.assert_array_equal(
+            got, theirs(variables, x, train=True, rngs={"dropout": key(seed)})
+        )
+    eager = _model(jnn).apply(variables, x, train=True, rngs={"dropout": key(1)})
+    np.testing.assert_array_equal(eager, ours(variables, x, train=True, rngs={"dropout": key(1)}))
     np.testing.assert_array_equal(
-        ours.apply(variables, x, train=False), theirs.apply(variables, x, train=False)
+        ours(variables, x, train=False), theirs(variables, x, train=False)
     )
     # Not vacuous: another key gives another output.
-    other = ours.apply(variables, x, train=True, rngs={"dropout": key(3)})
-    assert not np.array_equal(
-        other, theirs.apply(variables, x, train=True, rngs={"dropout": key(4)})
-    )
+    other = ours(variables, x, train=True, rngs={"dropout": key(3)})
+    assert not np.array_equal(other, theirs(variables, x, train=True, rngs={"dropout": key(4)}))
 
 
 def test_layers_equal_their_core_op_for_the_same_key():
