@@ -133,6 +133,9 @@ def test_ensemble_members_get_their_own_masks_and_rates():
     # Without the split (#4195), a broadcast key gives every member the same mask.
     shared = nnx.vmap(lambda m, k: m.drop(x[:8], rngs=k), in_axes=(0, None))(ensemble, key())
     assert np.array_equal(shared[1] != 0, shared[2] != 0)
+    unsplit = nnx.vmap(Member, in_axes=(0, None))(rates, nnx.Rngs(dropout=0))  # no split_rngs
+    ys = nnx.vmap(lambda m, x: m(x), in_axes=(0, None))(unsplit, x[:8])
+    assert np.array_equal(ys[1] != 0, ys[2] != 0)
 
 
 def test_jit_with_the_rate_as_model_state_does_not_retrace():
