@@ -34,6 +34,13 @@ Array = jax.Array
 Rate = float | Array
 
 
+def _matmul(x: Array, kernel: Array, precision: Any, dot_general: Any) -> Array:
+    """``x @ kernel`` over the last axis of ``x``, with flax's ``precision``/``dot_general``."""
+    if dot_general is None:
+        return jnp.matmul(x, kernel, precision=precision)
+    return dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
+
+
 def _masked(key: Array, w: Array, rate: Rate, inverted: bool = True) -> Array:
     """The one DropConnect draw: ``w`` with a fresh keep-mask applied (no validation)."""
     return _mask.drop(key, w, rate, w.shape, inverted=inverted, sampler="exact")
@@ -118,30 +125,32 @@ def _example_mask_once(impl: Any, static_rate: float | None, data: Array, rate: 
     return _mask.unpack_bits(_mask.pack_bits(keep), shape[-1]), r
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _per_example_matmul(impl, static_rate, p, x, kernel, data, rate):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _per_example_matmul(impl, static_rate, p, precision, x, kernel, data, rate):
     """``y[b] = x[b] @ drop_connect(key_b, kernel)``, ``p`` examples at a time."""
 
     def one(xb, db):
         keep, r = _example_mask(impl, static_rate, db, rate, kernel.shape)
-        return xb @ _mask.scale_kept(kernel, keep, r, inverted=True)
+        w = _mask.scale_kept(kernel, keep, r, inverted=True)
+        return jnp.matmul(xb, w, precision=precision)
 
     step = _over_lanes(one, p)
     ys = lax.scan(lambda _, row: (None, step(*row)), None, (_to_lanes(x, p), _to_lanes(data, p)))
     return _from_lanes(ys[1])
 
 
-def _per_example_fwd(impl, static_rate, p, x, kernel, data, rate):
-    y = _per_example_matmul(impl, static_rate, p, x, kernel, data, rate)
+def _per_example_fwd(impl, static_rate, p, precision, x, kernel, data, rate):
+    y = _per_example_matmul(impl, static_rate, p, precision, x, kernel, data, rate)
     return y, (x, kernel, data, rate, y)
 
 
-def _per_example_bwd(impl, static_rate, p, res, g):
+def _per_example_bwd(impl, static_rate, p, precision, res, g):
     x, kernel, data, rate, y = res
 
     def one(dw, xb, gb, db):
         keep, r = _example_mask_once(impl, static_rate, db, rate, kernel.shape)
-        dxb = _mask.scale_kept(kernel, keep, r, inverted=True) @ gb
+        w = _mask.scale_kept(kernel, keep, r, inverted=True)
+        dxb = jnp.matmul(w, gb, precision=precision)
         outer = xb.astype(jnp.float32)[:, None] * gb.astype(jnp.float32)[None, :]
         return dw + jnp.where(keep, outer, 0.0), dxb.astype(x.dtype)
 
@@ -186,6 +195,11 @@ def _check_dense(fn: str, x: Any, kernel: Any, bias: Any) -> tuple[Array, Array,
     return x, kernel, bias
 
 
+def _check_dot_general(fn: str, dot_general: Any) -> None:
+    if dot_general is not None and not callable(dot_general):
+        raise fail(fn, f"dot_general must be callable or None, got {dot_general!r}.", exc=TypeError)
+
+
 def drop_connect_dense(
     key: Any,
     x: Array,
@@ -194,6 +208,8 @@ def drop_connect_dense(
     *,
     rate: float | Array,
     per_example: bool = False,
+    precision: Any = None,
+    dot_general: Callable[..., Array] | None = None,
 ) -> Array:
     """A dense layer ``x @ (M * kernel) / (1 - rate) + bias`` with DropConnect.
 
@@ -220,6 +236,12 @@ def drop_connect_dense(
         is the plain dense layer and draws nothing; ``rate=1`` gives ``bias`` (or
         zeros) with zero gradients for ``x`` and ``kernel``, even for inf inputs.
       per_example: one mask per example (True) or one for the batch (False).
+      precision: matmul precision, as in ``jnp.matmul`` and ``flax.linen.Dense``
+        (``None``, a ``jax.lax.Precision`` or a string such as ``"highest"``).
+      dot_general: optional replacement for ``jax.lax.dot_general`` with its signature
+        (flax's ``dot_general`` field, e.g. for quantized matmuls); None uses
+        ``jnp.matmul``. Shared-mask mode only: the per-example ``custom_vjp`` computes
+        its own products.
 
     Returns:
       An array of shape ``(..., out)`` in the promoted dtype of ``x``, ``kernel``, ``bias``.
@@ -232,15 +254,22 @@ def drop_connect_dense(
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
     key = _mask.check_key_for(fn, key, rate)
+    _check_dot_general(fn, dot_general)
+    if per_example and dot_general is not None:
+        raise fail(
+            fn,
+            "dot_general is not supported with per_example=True (its custom_vjp computes "
+            "its own products); pass precision= instead, or per_example=False.",
+        )
     if isinstance(rate, float) and rate == 0.0:
-        y = x @ kernel
+        y = _matmul(x, kernel, precision, dot_general)
     elif isinstance(rate, float) and rate == 1.0:
         y = jnp.zeros((*x.shape[:-1], kernel.shape[1]), jnp.result_type(x, kernel))
     else:
         if not isinstance(rate, float):  # rate 1: zero x so that inf * 0 cannot give NaN.
             x = jnp.where(rate < 1.0, x, jnp.zeros((), x.dtype))
         if not per_example:
-            y = x @ _masked(key, kernel, rate)
+            y = _matmul(x, _masked(key, kernel, rate), precision, dot_general)
         else:
             rows = x.reshape(-1, x.shape[-1]).astype(jnp.result_type(x, kernel))
             data = _example_key_data(key, rows.shape[0])
@@ -248,8 +277,8 @@ def drop_connect_dense(
             dynamic = None if isinstance(rate, float) else rate
             impl = jax.random.key_impl(key)
             p = lanes(key, rows.shape[0])
-            w = kernel.astype(rows.dtype)
-            y = _per_example_matmul(impl, static, p, rows, w, data, dynamic)
+            kernel = kernel.astype(rows.dtype)
+            y = _per_example_matmul(impl, static, p, precision, rows, kernel, data, dynamic)
             y = y.reshape(*x.shape[:-1], kernel.shape[1])
     return y if bias is None else y + bias
 
@@ -265,6 +294,8 @@ def drop_connect_inference(
     num_samples: int,
     method: str = "moments",
     inverted: bool = True,
+    precision: Any = None,
+    dot_general: Callable[..., Array] | None = None,
 ) -> Array:
     """The paper's inference for a DropConnect layer: Gaussian moment matching.
 
@@ -291,6 +322,10 @@ def drop_connect_inference(
       num_samples: number of Gaussian samples per unit (the paper uses Z = 1000).
       method: ``"moments"`` (the paper's) or ``"scale"``.
       inverted: whether training scaled kept weights by 1/p (see ``drop_connect``).
+      precision: matmul precision for the mean and variance products (see
+        ``drop_connect_dense``).
+      dot_general: optional replacement for ``jax.lax.dot_general`` used for both
+        products (see ``drop_connect_dense``).
 
     Returns:
       An array of shape ``(..., out)``: the average of ``activation(u)``. Memory grows
@@ -309,6 +344,11 @@ def drop_connect_inference(
         raise fail(fn, f"activation must be callable, got {activation!r}.", exc=TypeError)
     if method not in ("moments", "scale"):
         raise fail(fn, f"method must be 'moments' or 'scale', got {method!r}.")
+    _check_dot_general(fn, dot_general)
+
+    def matmul(a: Array, b: Array) -> Array:
+        return _matmul(a, b, precision, dot_general)
+
     shift = jnp.zeros((), x.dtype) if bias is None else bias
     keep = 1.0 - rate
     if isinstance(rate, float):
@@ -316,20 +356,20 @@ def drop_connect_inference(
             zeros = jnp.zeros((*x.shape[:-1], kernel.shape[1]), jnp.result_type(x, kernel))
             return activation(zeros + shift)
         if rate == 0.0 or method == "scale":
-            return activation((x @ kernel) * (1.0 if inverted else keep) + shift)
+            return activation(matmul(x, kernel) * (1.0 if inverted else keep) + shift)
         factor = rate / keep if inverted else keep * rate
     else:
         alive = keep > 0.0
         x = jnp.where(alive, x, jnp.zeros((), x.dtype))  # no inf * 0 when rate = 1
         if method == "scale":
             scale = jnp.asarray(1.0 if inverted else keep, x.dtype)
-            return _mask.poison_invalid(activation((x @ kernel) * scale + shift), rate)
+            return _mask.poison_invalid(activation(matmul(x, kernel) * scale + shift), rate)
         factor = rate / jnp.where(alive, keep, 1.0) if inverted else keep * rate
         factor = jnp.where(alive, factor, 0.0)
-    mean = x @ kernel
+    mean = matmul(x, kernel)
     if not inverted:
         mean = mean * jnp.asarray(keep, mean.dtype)
-    var = jnp.asarray(factor, mean.dtype) * ((x * x) @ (kernel * kernel))
+    var = jnp.asarray(factor, mean.dtype) * matmul(x * x, kernel * kernel)
     positive = var > 0
     std = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
     z = _bits.standard_normal(key, (num_samples, *mean.shape)).astype(mean.dtype)

@@ -476,3 +476,43 @@ def test_per_example_lanes_equal_materialised_reference_exactly(monkeypatch, dev
     grads = jax.jit(jax.grad(loss(ours), (0, 1, 2)))(x, kernel, bias)
     for g, h in zip(grads, jax.grad(loss(ref), (0, 1, 2))(x, kernel, bias), strict=True):
         np.testing.assert_array_equal(g, h)
+
+
+def test_matmul_precision_and_dot_general_reach_every_product():
+    x, kernel, bias = _ints(50, (B, IN)), _ints(51, (IN, OUT)), _ints(52, (OUT,))
+    calls = []
+
+    def dot_general(lhs, rhs, dims, precision=None, **kwargs):
+        calls.append(precision)
+        return jax.lax.dot_general(lhs, rhs, dims, precision=precision, **kwargs)
+
+    y = jaxreg.drop_connect_dense(
+        jax.random.key(53), x, kernel, bias, rate=0.5, precision="highest", dot_general=dot_general
+    )
+    want = x @ jaxreg.drop_connect(jax.random.key(53), kernel, rate=0.5) + bias
+    np.testing.assert_array_equal(y, want)
+    jaxreg.drop_connect_dense(None, x, kernel, rate=0.0, dot_general=dot_general)
+    jaxreg.drop_connect_inference(
+        jax.random.key(54), x, kernel, rate=0.5, activation=jax.nn.relu, num_samples=2,
+        precision="high", dot_general=dot_general,
+    )  # fmt: skip
+    assert calls == ["highest", None, "high", "high"]  # mean and variance products
+
+    def per_example(x, kernel):
+        return jaxreg.drop_connect_dense(
+            jax.random.key(55), x, kernel, rate=0.5, per_example=True, precision="highest"
+        )
+
+    np.testing.assert_array_equal(
+        per_example(x, kernel), _reference(jax.random.key(55), x, kernel, 0.0, 0.5)
+    )
+    for fn in (per_example, jax.grad(lambda x, k: per_example(x, k).sum(), argnums=(0, 1))):
+        jaxpr = str(jax.make_jaxpr(fn)(x, kernel))
+        assert "dot_general" in jaxpr and "Precision.DEFAULT" not in jaxpr
+        assert jaxpr.count("Precision.HIGHEST") >= (1 if fn is per_example else 2)
+    with pytest.raises(ValueError, match=r"drop_connect_dense: dot_general is not supported"):
+        jaxreg.drop_connect_dense(
+            jax.random.key(56), x, kernel, rate=0.5, per_example=True, dot_general=dot_general
+        )
+    with pytest.raises(TypeError, match=r"drop_connect_dense: dot_general must be callable"):
+        jaxreg.drop_connect_dense(jax.random.key(57), x, kernel, rate=0.5, dot_general="dot")
