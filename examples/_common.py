@@ -501,3 +501,78 @@ def fail(message: str, code: int = 2) -> None:
     """Prints one line to stderr and exits (for checks after argument parsing)."""
     print(message, file=sys.stderr)
     raise SystemExit(code)
+
+
+# ---------------------------------------------------------------------------------------
+# Findings helpers (appended by the findings examples)
+# ---------------------------------------------------------------------------------------
+
+
+def mlp_hidden(
+    params: list[dict],
+    x: jax.Array,
+    *,
+    key: jax.Array | None = None,
+    rates: Any = 0.0,
+) -> list[jax.Array]:
+    """The hidden activations of ``mlp`` (after ReLU and, with ``key``, after dropout).
+
+    Same layers, keys and rates as ``mlp``: with the same ``key`` the masks are the
+    ones ``mlp`` draws, so these are exactly the inputs of the next layer in train
+    mode (``key`` given) or in evaluation mode (``key=None``).
+    """
+    hidden = params[:-1]
+    rates = list(rates) if isinstance(rates, (list, tuple)) else [rates] * len(hidden)
+    keys = jax.random.split(key, len(hidden)) if key is not None else [None] * len(hidden)
+    outputs = []
+    for layer, k, rate in zip(hidden, keys, rates, strict=True):
+        x = jax.nn.relu(x @ layer["kernel"] + layer["bias"])
+        if k is not None:
+            x = jaxreg.dropout(k, x, rate=rate)
+        outputs.append(x)
+    return outputs
+
+
+def tile_rows(x: np.ndarray, length: int) -> np.ndarray:
+    """``x`` repeated along axis 0 to exactly ``length`` rows (``len(x)`` must divide it).
+
+    ``Trainer`` samples minibatch rows uniformly from its data array; training sets of
+    different sizes tiled to one length give every size the same array shape (one
+    compiled program) while each example stays equally likely.
+    """
+    if length % len(x):
+        raise ValueError(f"tile_rows: {len(x)} rows do not divide {length}")
+    return np.concatenate([x] * (length // len(x)))
+
+
+def mean_std(values: Any, fmt: str = ".3f") -> str:
+    """``"mean ± std"`` of ``values`` (std with ddof=1; 0 for a single value)."""
+    v = np.asarray(values, np.float64)
+    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return f"{v.mean():{fmt}} ± {std:{fmt}}"
+
+
+def plot_band(ax: Any, x: Any, ys: Any, *, label: str, color: Any = None, **kwargs: Any):
+    """Mean over seeds (rows of ``ys``) as a line, min-max over seeds as a shaded band."""
+    ys = np.asarray(ys, np.float64).reshape(-1, len(x))
+    (line,) = ax.plot(x, ys.mean(0), label=label, color=color, **kwargs)
+    ax.fill_between(x, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def example_parser(doc: str, name: str) -> Parser:
+    """The examples' shared flags: ``--smoke`` and ``--out`` (default ``results/<name>``)."""
+    parser = Parser(description=doc.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
+    parser.add_argument("--out", default=os.path.join("results", name), help="output folder")
+    return parser
+
+
+def matplotlib_pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
