@@ -137,10 +137,13 @@ def main() -> None:
             ev = final(rows, rate, layer, "eval", "variance")
             tr = final(rows, rate, layer, "train", "variance")
             table.append([f"{rate:g}", layer, mean_std(ev), mean_std(tr), mean_std(tr / ev, ".2f")])
-        table.append([f"{rate:g}", "test err", mean_std(final(rows, rate, 1, "eval", "test_err")),
-                      "", ""])
-    print(f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {steps} steps, "
-          f"{args.seeds} seeds; variance on {PROBE} probe examples at the last step\n")
+        table.append(
+            [f"{rate:g}", "test err", mean_std(final(rows, rate, 1, "eval", "test_err")), "", ""]
+        )
+    print(
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {steps} steps, "
+        f"{args.seeds} seeds; variance on {PROBE} probe examples at the last step\n"
+    )
     print(markdown_table(["rate", "layer", "eval-mode var", "train-mode var", "train/eval"], table))
     print(f"\nwrote {args.out}/ in {time.perf_counter() - start:.0f} s")
 
@@ -169,9 +172,12 @@ def plot(rows, args):
                 steps, v = series(rows, rate, layer, mode)
                 label = f"rate {rate:g}, {mode} mode" if rate else "no dropout"
                 plot_band(ax, steps, v, label=label, color=colors[rate], ls=ls)
-        ax.set(yscale="log", xlabel="training step",
-               ylabel="activation variance (mean over units)",
-               title=f"hidden layer {layer} (after ReLU)")
+        ax.set(
+            yscale="log",
+            xlabel="training step",
+            ylabel="activation variance (mean over units)",
+            title=f"hidden layer {layer} (after ReLU)",
+        )
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
     ax = axes[-1]

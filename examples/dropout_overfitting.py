@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -38,6 +37,7 @@ from _common import (
     plot_band,
     positive_int,
     progress,
+    read_csv,
     save_figure,
     tile_rows,
     write_csv,
@@ -53,6 +53,7 @@ def parse_args():
     parser.add_argument("--rates", type=float_list(low=0, high=1, high_open=True), default=None)
     parser.add_argument("--seeds", type=positive_int, default=None)
     parser.add_argument("--steps", type=positive_int, default=None)
+    parser.add_argument("--replot", action="store_true", help="redo summary and plot from CSV")
     args = parser.parse_args()
     full = {"sizes": "100,300,1000,3000", "rates": [0.0, 0.1, 0.25, 0.5], "seeds": 3}
     smoke = {"sizes": "100,300", "rates": [0.0, 0.5], "seeds": 2}
@@ -70,18 +71,24 @@ def parse_args():
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
+    if args.replot:
+        rows = [
+            {k: (int(v) if k in ("size", "seed", "step") else float(v)) for k, v in r.items()}
+            for r in read_csv(os.path.join(args.out, "curves.csv"))
+        ]
+        args.sizes = sorted({r["size"] for r in rows})
+        args.rates = sorted({r["rate"] for r in rows})
+        args.seeds = len({r["seed"] for r in rows})
+        return report(rows, args, start)
     chunk = 20 if args.smoke else 100
     steps = -(-args.steps // chunk) * chunk
-    if args.smoke:
-        data = load_data(num_samples=1000, val_size=200)
-    else:
-        data = load_data(val_size=1000)
+    data = load_data(num_samples=1000, val_size=200) if args.smoke else load_data(val_size=1000)
     pool = len(data.x_train)
     for n in args.sizes:
         if n > pool or pool % n:
             raise SystemExit(f"{NAME}: error: --sizes: {n} must divide the pool of {pool}")
 
-    hp = grid(rate=np.float32(args.rates), seed=np.arange(args.seeds, dtype=np.int32))
+    hp = grid(rate=args.rates, seed=list(range(args.seeds)))  # float64: rows keep 0.1 exact
     hp_rate = {"rate": jnp.asarray(hp["rate"])}
     k = len(hp["rate"])
     trainer = Trainer(
@@ -91,7 +98,9 @@ def main() -> None:
         batch_size=128,
         chunk_steps=chunk,
     )
-    x_val, y_val, x_test, y_test = trainer.put_data(data.x_val, data.y_val, data.x_test, data.y_test)
+    x_val, y_val, x_test, y_test = trainer.put_data(
+        data.x_val, data.y_val, data.x_test, data.y_test
+    )
 
     rows = []
     bar = progress(len(args.sizes) * steps // chunk, models=k, chunk_steps=chunk)
@@ -125,18 +134,37 @@ def main() -> None:
     bar.close()
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "curves.csv"), rows)
+    report(rows, args, start)
+
+
+def report(rows, args, start):
     summary = summarize(rows, args)
     write_csv(os.path.join(args.out, "summary.csv"), summary)
     plot(rows, summary, args)
-    print(f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {steps} steps, "
-          f"{args.seeds} seeds; rate chosen on {len(data.x_val)} validation examples\n")
+    steps = max(r["step"] for r in rows)
+    print(
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {steps} steps, "
+        f"{args.seeds} seeds; rate chosen on the validation split\n"
+    )
     print(
         markdown_table(
-            ["train size", "chosen rate", "test err, no dropout", "no dropout, early-stopped",
-             "test err, dropout", "gain (paired)"],
             [
-                [s["size"], s["chosen_rate"], s["no_dropout"], s["no_dropout_early"],
-                 s["dropout"], s["gain"]]
+                "train size",
+                "chosen rate",
+                "test err, no dropout",
+                "no dropout, early-stopped",
+                "test err, dropout",
+                "gain (paired)",
+            ],
+            [
+                [
+                    s["size"],
+                    f"{s['chosen_rate']:g}",
+                    s["no_dropout"],
+                    s["no_dropout_early"],
+                    s["dropout"],
+                    s["gain"],
+                ]
                 for s in summary
             ],
         )
@@ -199,8 +227,11 @@ def plot(rows, summary, args):
             name = "no dropout" if rate == 0 else f"dropout {rate:g}"
             plot_band(ax, steps, 100 * test, label=f"{name}: test", color=color)
             plot_band(ax, steps, 100 * train, label=f"{name}: train", color=color, ls="--")
-        ax.set(xlabel="training step", ylabel="error (%)",
-               title=f"{n} training examples (val-chosen rate {chosen:g})")
+        ax.set(
+            xlabel="training step",
+            ylabel="error (%)",
+            title=f"{n} training examples (val-chosen rate {chosen:g})",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ax = axes[2]
@@ -214,10 +245,20 @@ def plot(rows, summary, args):
         e = np.array([s[f"{key}_std"] for s in summary])
         ax.errorbar(sizes, 100 * m, yerr=100 * e, marker="o", capsize=3, label=label, color=color)
     for s in summary:
-        ax.annotate(f"p={s['chosen_rate']:g}", (s["size"], 100 * s["dropout_mean"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8, color="C0")
-    ax.set(xscale="log", xlabel="training examples (log scale)", ylabel="final test error (%)",
-           title="Test error vs training-set size (mean ± std)")
+        ax.annotate(
+            f"p={s['chosen_rate']:g}",
+            (s["size"], 100 * s["dropout_mean"]),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+            color="C0",
+        )
+    ax.set(
+        xscale="log",
+        xlabel="training examples (log scale)",
+        ylabel="final test error (%)",
+        title="Test error vs training-set size (mean ± std)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -100,7 +99,9 @@ def main() -> None:
 
     def penalty(params, h):
         return jaxreg.l1_penalty(params, strength=h["l1_sub"], where=kernels) + (
-            jaxreg.elastic_net_penalty(params, l1=h["en_sub"] / 2, l2=h["en_sub"] / 2, where=kernels)
+            jaxreg.elastic_net_penalty(
+                params, l1=h["en_sub"] / 2, l2=h["en_sub"] / 2, where=kernels
+            )
         )
 
     def optimizer(h):
@@ -162,15 +163,32 @@ def main() -> None:
         for st in [0.0] if meth == "none" else args.strengths:
             sel = [r for r in rows if r["method"] == meth and r["strength"] == st]
             lines.append(
-                [METHODS[meth], f"{st:g}", mean_std([r["test_acc"] for r in sel]),
-                 mean_std([100 * r["zero_frac"] for r in sel], ".1f"),
-                 mean_std([100 * r["small_frac"] for r in sel], ".1f"),
-                 mean_std([r["dead_inputs"] for r in sel], ".1f")]
+                [
+                    METHODS[meth],
+                    f"{st:g}",
+                    mean_std([r["test_acc"] for r in sel]),
+                    mean_std([100 * r["zero_frac"] for r in sel], ".1f"),
+                    mean_std([100 * r["small_frac"] for r in sel], ".1f"),
+                    mean_std([r["dead_inputs"] for r in sel], ".1f"),
+                ]
             )
-    print(f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, SGD lr {LR}, {steps} steps, "
-          f"{args.seeds} seeds, {weights[table[0]].size} kernel weights\n")
-    print(markdown_table(["method", "strength s", "test acc", "% exactly 0",
-                          f"% |w| < {SMALL:g}", "inputs cut (of 40)"], lines))
+    print(
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, SGD lr {LR}, {steps} steps, "
+        f"{args.seeds} seeds, {weights[table[0]].size} kernel weights\n"
+    )
+    print(
+        markdown_table(
+            [
+                "method",
+                "strength s",
+                "test acc",
+                "% exactly 0",
+                f"% |w| < {SMALL:g}",
+                "inputs cut (of 40)",
+            ],
+            lines,
+        )
+    )
     print(f"\nwrote {args.out}/ in {time.perf_counter() - start:.0f} s")
 
 
@@ -188,37 +206,77 @@ def plot(rows, weights, args):
     colors = {"l1_sub": "C3", "l1_prox": "C0", "en_sub": "C1", "en_prox": "C2"}
     for meth in HP:
         z = 100 * by_strength(rows, meth, "zero_frac", s)
-        axes[0].errorbar(s, z.mean(1), yerr=z.std(1), marker="o", capsize=3,
-                         color=colors[meth], label=f"{METHODS[meth]}: exactly 0")
+        axes[0].errorbar(
+            s,
+            z.mean(1),
+            yerr=z.std(1),
+            marker="o",
+            capsize=3,
+            color=colors[meth],
+            label=f"{METHODS[meth]}: exactly 0",
+        )
         if meth.endswith("sub"):
             z = 100 * by_strength(rows, meth, "small_frac", s)
-            axes[0].errorbar(s, z.mean(1), yerr=z.std(1), marker="x", ls=":", capsize=3,
-                             color=colors[meth], label=f"{METHODS[meth]}: |w| < {SMALL:g}")
+            axes[0].errorbar(
+                s,
+                z.mean(1),
+                yerr=z.std(1),
+                marker="x",
+                ls=":",
+                capsize=3,
+                color=colors[meth],
+                label=f"{METHODS[meth]}: |w| < {SMALL:g}",
+            )
         a = 100 * by_strength(rows, meth, "test_acc", s)
-        axes[1].errorbar(s, a.mean(1), yerr=a.std(1), marker="o", capsize=3,
-                         color=colors[meth], label=METHODS[meth])
+        axes[1].errorbar(
+            s,
+            a.mean(1),
+            yerr=a.std(1),
+            marker="o",
+            capsize=3,
+            color=colors[meth],
+            label=METHODS[meth],
+        )
     base = 100 * np.array([r["test_acc"] for r in rows if r["method"] == "none"])
     axes[1].axhspan(base.min(), base.max(), color="k", alpha=0.12, lw=0)
     axes[1].axhline(base.mean(), color="k", lw=1, label="no penalty (band: min-max)")
-    axes[0].set(xscale="log", xlabel="strength s (penalty coefficient, log scale)",
-                ylabel="kernel weights (%)", title="Sparsity: exact zeros vs merely small")
-    axes[1].set(xscale="log", xlabel="strength s (log scale)", ylabel="test accuracy (%)",
-                title="Test accuracy (mean ± std over seeds)")
+    axes[0].set(
+        xscale="log",
+        xlabel="strength s (penalty coefficient, log scale)",
+        ylabel="kernel weights (%)",
+        title="Sparsity: exact zeros vs merely small",
+    )
+    axes[1].set(
+        xscale="log",
+        xlabel="strength s (log scale)",
+        ylabel="test accuracy (%)",
+        title="Test accuracy (mean ± std over seeds)",
+    )
     # Histogram of |w| at one strength: subgradient vs proximal (seed 0).
     st = s[len(s) // 2] if len(s) > 2 else s[-1]
     bins = np.linspace(-8, 0, 49)
     for meth in ("l1_sub", "l1_prox"):
         w = np.abs(weights[meth, float(st), 0])
-        axes[2].hist(np.log10(w[w > 0]), bins=bins, histtype="step", lw=1.5,
-                     color=colors[meth],
-                     label=f"{METHODS[meth]}: {100 * np.mean(w == 0):.1f}% exactly 0 (not shown)")
-    axes[2].set(xlabel="log10 |w| (nonzero kernel weights)", ylabel="count",
-                title=f"Weight magnitudes at s = {st:g}, seed 0")
+        axes[2].hist(
+            np.log10(w[w > 0]),
+            bins=bins,
+            histtype="step",
+            lw=1.5,
+            color=colors[meth],
+            label=f"{METHODS[meth]}: {100 * np.mean(w == 0):.1f}% exactly 0 (not shown)",
+        )
+    axes[2].set(
+        xlabel="log10 |w| (nonzero kernel weights)",
+        ylabel="count",
+        title=f"Weight magnitudes at s = {st:g}, seed 0",
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"L1 subgradient vs proximal L1 (and elastic net, l1 = l2 = s/2), MLP "
-                 f"40-128-128-10 on MNIST-1D, SGD lr {LR}; error bars: std over {args.seeds} seeds")
+    fig.suptitle(
+        f"L1 subgradient vs proximal L1 (and elastic net, l1 = l2 = s/2), MLP "
+        f"40-128-128-10 on MNIST-1D, SGD lr {LR}; error bars: std over {args.seeds} seeds"
+    )
     fig.tight_layout()
     save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=80)
 
