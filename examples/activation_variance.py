@@ -41,6 +41,7 @@ from _common import (
     plot_band,
     positive_int,
     progress,
+    read_csv,
     save_figure,
     write_csv,
 )
@@ -55,6 +56,7 @@ def parse_args():
     parser.add_argument("--rates", type=float_list(low=0, high=1, high_open=True), default=None)
     parser.add_argument("--seeds", type=positive_int, default=None)
     parser.add_argument("--steps", type=positive_int, default=None)
+    parser.add_argument("--replot", action="store_true", help="redo table and plot from CSV")
     args = parser.parse_args()
     if args.rates is None:
         args.rates = [0.0, 0.5] if args.smoke else [0.0, 0.2, 0.5]
@@ -79,10 +81,22 @@ def layer_stats(params, h, x, seed):
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
+    if args.replot:
+        ints, strs = ("seed", "step", "layer"), ("mode",)
+        rows = [
+            {
+                k: v if k in strs else int(v) if k in ints else round(float(v), 7)
+                for k, v in r.items()
+            }
+            for r in read_csv(os.path.join(args.out, "variance.csv"))
+        ]
+        args.rates = sorted({r["rate"] for r in rows})
+        args.seeds = len({r["seed"] for r in rows})
+        return report(rows, args, start)
     chunk = 20 if args.smoke else 100
     steps = -(-args.steps // chunk) * chunk
     data = load_data(num_samples=1000) if args.smoke else load_data()
-    hp = grid(rate=np.float32(args.rates), seed=np.arange(args.seeds, dtype=np.int32))
+    hp = grid(rate=args.rates, seed=list(range(args.seeds)))  # float64: rows keep 0.2 exact
     h = {"rate": jnp.asarray(hp["rate"])}
     k = len(hp["rate"])
     trainer = Trainer(
@@ -129,6 +143,10 @@ def main() -> None:
     bar.close()
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "variance.csv"), rows)
+    report(rows, args, start)
+
+
+def report(rows, args, start):
     plot(rows, args)
 
     table = []
@@ -140,6 +158,7 @@ def main() -> None:
         table.append(
             [f"{rate:g}", "test err", mean_std(final(rows, rate, 1, "eval", "test_err")), "", ""]
         )
+    steps = max(r["step"] for r in rows)
     print(
         f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {steps} steps, "
         f"{args.seeds} seeds; variance on {PROBE} probe examples at the last step\n"
@@ -162,6 +181,8 @@ def final(rows, rate, layer, mode, key):
 
 def plot(rows, args):
     plt = matplotlib_pyplot()
+    from matplotlib import ticker
+
     fig, axes = plt.subplots(1, len(WIDTHS) + 1, figsize=(4.2 * (len(WIDTHS) + 1), 4.2))
     colors = {r: f"C{i}" for i, r in enumerate(args.rates)}
     for layer, ax in enumerate(axes[:-1], start=1):
@@ -179,6 +200,9 @@ def plot(rows, args):
             title=f"hidden layer {layer} (after ReLU)",
         )
         ax.grid(alpha=0.3, which="both")
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2g"))
+        ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     axes[0].legend(fontsize=8)
     ax = axes[-1]
     for rate in args.rates:
