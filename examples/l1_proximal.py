@@ -30,6 +30,7 @@ import numpy as np
 import optax
 from _common import (
     Trainer,
+    atomic_path,
     example_parser,
     float_list,
     init_mlp,
@@ -40,6 +41,7 @@ from _common import (
     mlp,
     positive_int,
     progress,
+    read_csv,
     save_figure,
     to_host,
     write_csv,
@@ -67,6 +69,7 @@ def parse_args():
     parser.add_argument("--strengths", type=float_list(low=0), default=None)
     parser.add_argument("--seeds", type=positive_int, default=None)
     parser.add_argument("--steps", type=positive_int, default=None)
+    parser.add_argument("--replot", action="store_true", help="redo table and plot from outputs")
     args = parser.parse_args()
     if args.strengths is None:
         args.strengths = [1e-4, 1e-3] if args.smoke else [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
@@ -88,6 +91,17 @@ def models(args):
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
+    if args.replot:
+        strs, ints = ("method",), ("seed", "dead_inputs", "dead_units")
+        rows = [
+            {k: v if k in strs else int(v) if k in ints else float(v) for k, v in r.items()}
+            for r in read_csv(os.path.join(args.out, "l1.csv"))
+        ]
+        args.strengths = sorted({r["strength"] for r in rows if r["method"] != "none"})
+        args.seeds = len({r["seed"] for r in rows})
+        with np.load(os.path.join(args.out, "weights_seed0.npz")) as z:
+            shown = dict(z)
+        return report(rows, shown, args, start)
     chunk = 20 if args.smoke else 100
     steps = -(-args.steps // chunk) * chunk
     data = load_data(num_samples=1000) if args.smoke else load_data()
@@ -156,7 +170,16 @@ def main() -> None:
         )
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "l1.csv"), rows)
-    plot(rows, weights, args)
+    shown = {  # seed 0's L1 kernels, for the histogram (and --replot)
+        f"{meth}_{st:g}": w for (meth, st, seed), w in weights.items() if seed == 0 and "l1" in meth
+    }
+    with atomic_path(os.path.join(args.out, "weights_seed0.npz")) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **shown)
+    report(rows, shown, args, start)
+
+
+def report(rows, shown, args, start):
+    plot(rows, shown, args)
 
     lines = []
     for meth in METHODS:
@@ -170,11 +193,12 @@ def main() -> None:
                     mean_std([100 * r["zero_frac"] for r in sel], ".1f"),
                     mean_std([100 * r["small_frac"] for r in sel], ".1f"),
                     mean_std([r["dead_inputs"] for r in sel], ".1f"),
+                    mean_std([r["dead_units"] for r in sel], ".1f"),
                 ]
             )
     print(
-        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, SGD lr {LR}, {steps} steps, "
-        f"{args.seeds} seeds, {weights[table[0]].size} kernel weights\n"
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, SGD lr {LR}, "
+        f"{args.seeds} seeds, {next(iter(shown.values())).size} kernel weights\n"
     )
     print(
         markdown_table(
@@ -185,6 +209,7 @@ def main() -> None:
                 "% exactly 0",
                 f"% |w| < {SMALL:g}",
                 "inputs cut (of 40)",
+                f"hidden units cut (of {sum(WIDTHS)})",
             ],
             lines,
         )
@@ -199,7 +224,7 @@ def by_strength(rows, meth, key, strengths):
     return np.array(out, np.float64)  # (strengths, seeds)
 
 
-def plot(rows, weights, args):
+def plot(rows, shown, args):
     plt = matplotlib_pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     s = np.array(args.strengths)
@@ -253,10 +278,13 @@ def plot(rows, weights, args):
         title="Test accuracy (mean ± std over seeds)",
     )
     # Histogram of |w| at one strength: subgradient vs proximal (seed 0).
-    st = s[len(s) // 2] if len(s) > 2 else s[-1]
+    # The strongest s whose proximal accuracy is within 1 point of no penalty.
+    prox_acc = 100 * by_strength(rows, "l1_prox", "test_acc", s).mean(1)
+    ok = [st for st, a in zip(s, prox_acc, strict=True) if a >= base.mean() - 1]
+    st = max(ok) if ok else s[0]
     bins = np.linspace(-8, 0, 49)
     for meth in ("l1_sub", "l1_prox"):
-        w = np.abs(weights[meth, float(st), 0])
+        w = np.abs(shown[f"{meth}_{st:g}"])
         axes[2].hist(
             np.log10(w[w > 0]),
             bins=bins,
