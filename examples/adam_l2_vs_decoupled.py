@@ -37,6 +37,7 @@ from _common import (
     mlp,
     positive_int,
     progress,
+    read_csv,
     save_figure,
     write_csv,
 )
@@ -60,6 +61,7 @@ def parse_args():
     parser.add_argument("--wd", type=float_list(low=0), default=None, help="decoupled lambdas")
     parser.add_argument("--seeds", type=positive_int, default=None)
     parser.add_argument("--steps", type=positive_int, default=None)
+    parser.add_argument("--replot", action="store_true", help="redo table and plot from CSV")
     args = parser.parse_args()
     full = {
         "lrs": [1e-4, 3e-4, 1e-3, 3e-3, 1e-2],
@@ -91,6 +93,16 @@ def models(args):
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
+    if args.replot:
+        rows = [
+            {k: v if k == "method" else int(v) if k == "seed" else float(v) for k, v in r.items()}
+            for r in read_csv(os.path.join(args.out, "grid.csv"))
+        ]
+        args.lrs = sorted({r["lr"] for r in rows})
+        args.l2 = sorted({r["decay"] for r in rows if r["method"] == "l2"})
+        args.wd = sorted({r["decay"] for r in rows if r["method"] == "decoupled"})
+        args.seeds = len({r["seed"] for r in rows})
+        return report(rows, args, start, "")
     chunk = 20 if args.smoke else 100
     steps = -(-args.steps // chunk) * chunk
     data = (
@@ -145,6 +157,10 @@ def main() -> None:
             )
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "grid.csv"), rows)
+    report(rows, args, start, f"MNIST-1D ({len(data.x_train)} training examples), {steps} steps, ")
+
+
+def report(rows, args, start, what):
     err = {m: heat(rows, m, args) for m in ("l2", "decoupled")}
     plot(err, args)
 
@@ -155,15 +171,13 @@ def main() -> None:
             e = err[m][:, j]  # (decays, seeds)
             best = int(e.mean(1).argmin())
             line += [
-                f"{decays[best]:g}",
+                f"{decays[best]:g}"
+                + (f" ({decays[best] / lr:.2g} lr)" if m == "decoupled" else ""),
                 mean_std(100 * e[best], ".1f"),
                 mean_std(100 * e[0], ".1f"),
             ]
         lines.append(line)
-    print(
-        f"MNIST-1D ({len(data.x_train)} training examples), MLP 40-128-128-10, {steps} steps, "
-        f"{args.seeds} seeds; test error (%) mean ± std\n"
-    )
+    print(f"{what}MLP 40-128-128-10, {args.seeds} seeds; test error (%) mean ± std\n")
     print(
         markdown_table(
             [
@@ -192,6 +206,8 @@ def heat(rows, method, args):
 
 def plot(err, args):
     plt = matplotlib_pyplot()
+    from matplotlib.patches import Rectangle
+
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     means = {m: 100 * e.mean(2) for m, e in err.items()}
     lo = min(v.min() for v in means.values())
@@ -211,17 +227,11 @@ def plot(err, args):
                     color="w" if mean[i, j] > (lo + hi) / 2 else "k",
                 )
         best = mean.argmin(0)
-        ax.plot(
-            np.arange(len(args.lrs)),
-            best,
-            "r-o",
-            mfc="none",
-            ms=14,
-            lw=1.5,
-            label="best decay per learning rate",
-        )
+        for j, i in enumerate(best):
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="r", lw=2))
+        ax.plot([], [], "s", mfc="none", mec="r", ms=10, label="best decay per learning rate")
         i, j = np.unravel_index(mean.argmin(), mean.shape)
-        ax.plot(j, i, "r*", ms=14, label="best cell")
+        ax.plot(j + 0.36, i + 0.3, "r*", ms=9, label="best cell")
         ax.set_xticks(range(len(args.lrs)), [f"{v:g}" for v in args.lrs])
         ax.set_yticks(range(len(decays)), [f"{v:g}" for v in decays])
         sym = "s" if m == "l2" else "lambda"
@@ -230,7 +240,9 @@ def plot(err, args):
             ylabel=f"{sym} (log grid; first row 0)",
             title=LABELS[m],
         )
-        ax.legend(fontsize=8, loc="upper left")
+        if m == "l2":
+            fig.legend(loc="lower center", ncol=2, fontsize=9)
+    fig.subplots_adjust(bottom=0.2, top=0.88, wspace=0.3)
     fig.colorbar(im, ax=axes, label="test error (%), mean over seeds")
     fig.suptitle(
         f"Adam + L2 vs decoupled weight decay: test error on MNIST-1D, MLP "
