@@ -26,6 +26,7 @@ import optax
 from _common import (
     Trainer,
     example_parser,
+    fail,
     float_list,
     grid,
     init_mlp,
@@ -47,22 +48,28 @@ NAME = "dropout_overfitting"
 WIDTHS = (128, 128)
 
 
+def size_list(text):
+    """An argparse type: comma-separated training-set sizes >= 1."""
+    return [positive_int(t) for t in text.split(",") if t.strip()] or positive_int("")
+
+
 def parse_args():
     parser = example_parser(__doc__, NAME)
-    parser.add_argument("--sizes", type=str, default=None, help="training-set sizes, e.g. 100,1000")
+    parser.add_argument(
+        "--sizes", type=size_list, default=None, help="training-set sizes, e.g. 100,1000"
+    )
     parser.add_argument("--rates", type=float_list(low=0, high=1, high_open=True), default=None)
     parser.add_argument("--seeds", type=positive_int, default=None)
     parser.add_argument("--steps", type=positive_int, default=None)
     parser.add_argument("--replot", action="store_true", help="redo summary and plot from CSV")
     args = parser.parse_args()
-    full = {"sizes": "100,300,1000,3000", "rates": [0.0, 0.1, 0.25, 0.5], "seeds": 3}
-    smoke = {"sizes": "100,300", "rates": [0.0, 0.5], "seeds": 2}
+    full = {"sizes": [100, 300, 1000, 3000], "rates": [0.0, 0.1, 0.25, 0.5], "seeds": 3}
+    smoke = {"sizes": [100, 300], "rates": [0.0, 0.5], "seeds": 2}
     for k, v in (smoke if args.smoke else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.steps is None:
         args.steps = 40 if args.smoke else 3000
-    args.sizes = [int(s) for s in args.sizes.split(",")]
     if 0.0 not in args.rates:
         args.rates = [0.0, *args.rates]
     return args
@@ -86,7 +93,7 @@ def main() -> None:
     pool = len(data.x_train)
     for n in args.sizes:
         if n > pool or pool % n:
-            raise SystemExit(f"{NAME}: error: --sizes: {n} must divide the pool of {pool}")
+            fail(f"{NAME}: error: --sizes: {n} must divide the {pool} training examples")
 
     hp = grid(rate=args.rates, seed=list(range(args.seeds)))  # float64: rows keep 0.1 exact
     hp_rate = {"rate": jnp.asarray(hp["rate"])}
