@@ -52,7 +52,7 @@ SMOKE = {
     "rates": [0.0, 0.5],
     "decays": [0.0, 1e-3],
     "seeds": 1,
-    "steps": 40,
+    "steps": 60,
     "chunk_steps": 20,
     "num_samples": 600,
     "train_size": 200,
@@ -219,6 +219,8 @@ def run(args, config: dict) -> int:
         target = {"state": state, "curve": curve}
         restored = manager.restore(done, args=ocp.args.StandardRestore(target))
         state, curve = restored["state"], np.asarray(restored["curve"])
+        if lead:
+            print(f"resuming from the checkpoint after step {done * args.chunk_steps}", flush=True)
 
     compile_start = time.perf_counter()
     lowered = trainer.lower_chunk(state, hp, x, y)
