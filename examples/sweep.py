@@ -74,9 +74,9 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
     p.add_argument(
         "--decays",
         type=common.float_list(low=0.0),
-        default=[0.0, 1e-4, 1e-3],
+        default=[0.0, 1e-4, 1e-3, 3e-3],
         help="decoupled weight decays (lambda per step), comma-separated, >= 0 "
-        "(default 0,1e-4,1e-3)",
+        "(default 0,1e-4,1e-3,3e-3)",
     )
     p.add_argument("--seeds", type=common.positive_int, default=3, help="seeds 0..N-1 (default 3)")
     p.add_argument("--steps", type=common.positive_int, default=2000, help="training steps (2000)")
@@ -418,11 +418,13 @@ def heatmap(args, out, mean, std) -> None:
                 fontsize=9,
                 color="white" if dark else "black",
             )
+    bi, bj = np.unravel_index(np.argmin(mean), mean.shape)
+    ax.add_patch(plt.Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, lw=2.5, ec="red"))
     fig.colorbar(im, ax=ax, label="test error (%)")
     ax.set_title(
         f"MNIST-1D, MLP 40-{args.hidden}-{args.hidden}-10, {args.train_size} train "
         f"examples, {args.steps} steps\nmean test error (%) ± std over "
-        f"{args.seeds} seed{'s' if args.seeds > 1 else ''}",
+        f"{plural(args.seeds, 'seed')} (red: lowest)",
         fontsize=9,
     )
     fig.tight_layout()
