@@ -24,6 +24,7 @@ Run: .venv/bin/python bench/sweep.py [--quick] [--ks 1,8,32,96] [--sizes small,l
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -44,8 +45,7 @@ OPT = optax.adam(1e-3)
 def init(key, sizes):
     params = []
     for k, (n_in, n_out) in zip(
-        jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:], strict=True),
-        strict=True,
+        jax.random.split(key, len(sizes) - 1), itertools.pairwise(sizes), strict=True
     ):
         w = jax.random.normal(k, (n_in, n_out)) * np.float32(np.sqrt(2.0 / n_in))
         params.append({"kernel": w, "bias": jnp.zeros(n_out)})
@@ -113,65 +113,81 @@ def block(tree):
     return jax.block_until_ready(tree)
 
 
+def copy(tree):
+    return block(jax.tree_util.tree_map(jnp.copy, tree))
+
+
+def time_program(fn, carries0, rates, x, y):
+    """One call of a compiled all-models program (vmap+scan or map+scan)."""
+    carries = copy(carries0)
+    t0 = time.perf_counter()
+    block(fn(carries, jnp.asarray(rates), x, y))
+    return time.perf_counter() - t0
+
+
+def time_vmap_step(vstep, carries0, rates, x, y, steps):
+    """A Python loop over steps of a jitted, vmapped one-step program."""
+    carries, r = copy(carries0), jnp.asarray(rates)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        carries = vstep(carries, r, x, y)
+    block(carries)
+    return time.perf_counter() - t0
+
+
+def time_loop(single, singles, rates, x, y, steps):
+    """A Python loop over models, each a Python loop over a jitted single-model step."""
+    carries = [copy(c) for c in singles]
+    t0 = time.perf_counter()
+    for i, rate in enumerate(rates):
+        r = jnp.float32(rate)
+        for _ in range(steps):
+            carries[i] = single(carries[i], r, x, y)
+    block(carries)
+    return time.perf_counter() - t0
+
+
 def bench_size(name, ks, steps, rounds, flax_ks, groups):
     sizes, batch = SIZES[name]
-    key = jax.random.key(0)
     x = jax.random.normal(jax.random.key(1), (N_DATA, sizes[0]))
     y = jax.random.randint(jax.random.key(2), (N_DATA,), 0, sizes[-1])
+    single_step = make_step(batch, jaxreg_drop)
+    single = jax.jit(single_step, donate_argnums=0)
+    vstep = jax.jit(jax.vmap(single_step, in_axes=(0, 0, None, None)), donate_argnums=0)
     results = []
-    single = jax.jit(make_step(batch, jaxreg_drop), donate_argnums=0)
     for k in ks:
         rates = np.linspace(0.05, 0.6, k).astype(np.float32)
-        keys = jax.random.split(key, k)
-        carries0 = jax.vmap(lambda kk: init_carry(kk, sizes))(keys)
-        ways = {"vmap+scan": vmap_program(sizes, batch, steps, None)}
-        for g in groups:
-            if g < k:
-                ways[f"map+scan G={g}"] = vmap_program(sizes, batch, steps, g)
-        compile_s = {}
-        for w, fn in ways.items():
-            t0 = time.perf_counter()
-            ways[w] = fn.lower(carries0, jnp.asarray(rates), x, y).compile()
-            compile_s[w] = time.perf_counter() - t0
-
-        def run_vmap(fn):
-            carries = jax.tree_util.tree_map(jnp.copy, carries0)
-            block(carries)
-            t0 = time.perf_counter()
-            block(fn(carries, jnp.asarray(rates), x, y))
-            return time.perf_counter() - t0
-
+        carries0 = jax.vmap(lambda kk: init_carry(kk, sizes))(
+            jax.random.split(jax.random.key(0), k)
+        )
         singles = [jax.tree_util.tree_map(lambda a, i=i: a[i], carries0) for i in range(k)]
-
-        def run_loop():
-            cs = [jax.tree_util.tree_map(jnp.copy, c) for c in singles]
-            block(cs)
+        programs = {"vmap+scan": vmap_program(sizes, batch, steps, None)}
+        programs.update(
+            {f"map+scan G={g}": vmap_program(sizes, batch, steps, g) for g in groups if g < k}
+        )
+        compile_s = {}
+        for w, fn in programs.items():
             t0 = time.perf_counter()
-            for i in range(k):
-                r = jnp.float32(rates[i])
-                for _ in range(steps):
-                    cs[i] = single(cs[i], r, x, y)
-            block(cs)
-            return time.perf_counter() - t0
-
-        run_loop()  # compile the single step (once for every K)
-        times = {w: [] for w in [*ways, "loop"]}
+            programs[w] = fn.lower(carries0, jnp.asarray(rates), x, y).compile()
+            compile_s[w] = time.perf_counter() - t0
+        time_loop(single, singles[:1], rates[:1], x, y, 1)  # compile (once for every K)
+        time_vmap_step(vstep, carries0, rates, x, y, 1)  # compile (once per K)
+        times = {w: [] for w in [*programs, "vmap step", "loop"]}
         for _ in range(rounds):
-            for w, fn in ways.items():
-                times[w].append(run_vmap(fn))
-            times["loop"].append(run_loop())
-        row = {"size": name, "K": k}
-        for w, ts in times.items():
-            row[w] = k * steps / statistics.median(ts)
-        row["compile"] = compile_s
+            for w, fn in programs.items():
+                times[w].append(time_program(fn, carries0, rates, x, y))
+            times["vmap step"].append(time_vmap_step(vstep, carries0, rates, x, y, steps))
+            times["loop"].append(time_loop(single, singles, rates, x, y, steps))
+        row = {"size": name, "K": k, "compile": compile_s}
+        row.update({w: k * steps / statistics.median(ts) for w, ts in times.items()})
         if k in flax_ks:
-            row.update(bench_flax(sizes, batch, steps, rates, singles, x, y))
+            row.update(bench_flax(batch, steps, rates, singles, x, y))
         results.append(row)
         print_row(row, list(times))
     return results
 
 
-def bench_flax(sizes, batch, steps, rates, singles, x, y):
+def bench_flax(batch, steps, rates, singles, x, y):
     """One jit per distinct (static) rate; returns rates with and without compiles."""
     traces = 0
 
@@ -238,7 +254,7 @@ def main():
     p.add_argument("--sizes", default="small,large")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--flax-ks", default="32", help="K values that also run the flax way")
-    p.add_argument("--groups", default="8", help="group sizes G for map+scan")
+    p.add_argument("--groups", default="", help="group sizes G for map+scan, e.g. 1,8")
     args = p.parse_args()
     ks = [1, 32] if args.quick else [int(k) for k in args.ks.split(",")]
     rounds = 1 if args.quick else args.rounds
@@ -247,8 +263,10 @@ def main():
     print(environment())
     for name in args.sizes.split(","):
         STEPS[name] = (20 if args.quick else 50) if name == "small" else (4 if args.quick else 10)
-        print(f"\n{name}: MLP {'-'.join(map(str, SIZES[name][0]))}, batch {SIZES[name][1]}, "
-              f"{STEPS[name]} steps per model per measurement, {rounds} rounds (median)")
+        print(
+            f"\n{name}: MLP {'-'.join(map(str, SIZES[name][0]))}, batch {SIZES[name][1]}, "
+            f"{STEPS[name]} steps per model per measurement, {rounds} rounds (median)"
+        )
         bench_size(name, ks, STEPS[name], rounds, flax_ks, groups)
 
 
