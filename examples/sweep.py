@@ -159,18 +159,14 @@ def check_out_folder(out: str, config: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = {k: getattr(args, k) for k in RESULT_ARGS}
-    if args.coordinator is None:
-        check_out_folder(args.out, config)  # before any JAX work: a refusal costs nothing
-
-    if args.coordinator is not None:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if args.coordinator is not None:  # several processes: before any JAX computation
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        check_out_folder(args.out, config)
+    check_out_folder(args.out, config)  # before any JAX work: a refusal costs nothing
     return run(args, config)
 
 
 def build(args, mesh):
-
     g = common.grid(rate=args.rates, decay=args.decays, seed=list(range(args.seeds)))
     num_models = len(g["rate"])
     size = common.padded_size(num_models, mesh)
@@ -191,8 +187,6 @@ def build(args, mesh):
 
 
 def run(args, config: dict) -> int:
-    import numpy as np
-
     lead = jax.process_index() == 0
     out = os.path.abspath(args.out)
     if lead:
