@@ -107,7 +107,8 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
     p.add_argument(
         "--coordinator",
         metavar="HOST:PORT",
-        help="multi-process run: the coordinator's address (jax.distributed)",
+        help="multi-process run: the coordinator's address (jax.distributed), or 'auto' "
+        "where JAX detects the cluster (SLURM, Cloud TPU)",
     )
     p.add_argument("--num-processes", type=common.positive_int, default=1)
     p.add_argument("--process-id", type=int, default=0)
@@ -161,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: getattr(args, k) for k in RESULT_ARGS}
     if args.coordinator is not None:  # several processes: before any JAX computation
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU only
-        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        if args.coordinator == "auto":  # SLURM, Cloud TPU, ...: JAX finds the cluster
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     check_out_folder(args.out, config)  # before any JAX work: a refusal costs nothing
     return run(args, config)
 
