@@ -161,18 +161,29 @@ def random_bits(key: Array, shape: Shape) -> Array:
     return jax.random.bits(key, shape, jnp.uint32)
 
 
-def keep_in_memory(words: Array, key_data: Array) -> Array:
+def keep_in_memory(words: Array, key_data: Array | None = None) -> Array:
     """Returns ``words`` unchanged, but computed once and stored, not fused into readers.
 
     XLA fuses an elementwise producer into every consumer and recomputes it per consumer
     element: a hash word read by 8 mask bytes would be hashed 8 times, and a mask read
     by the forward and the backward pass twice. A ``while`` loop whose trip count XLA
-    cannot see is a fusion boundary (an ``optimization_barrier`` is not: XLA strips
-    it). The loop runs exactly once (``max(k0 >> 31, 1) == 1``) and xors the buffer
-    with its index, 0: a no-op. (Touching a single element instead would save a pass
-    but costs an all-reduce when the buffer is sharded.)
+    cannot see is a fusion boundary (an ``optimization_barrier`` around the data is not:
+    XLA strips it). The loop runs exactly once and xors the buffer with its index, 0:
+    a no-op. (Touching a single element instead would save a pass but costs an
+    all-reduce when the buffer is sharded.)
+
+    The trip count is a constant 1 hidden from XLA behind an ``optimization_barrier``,
+    so it never depends on the data or the key. A trip count computed from the key
+    would be batched under ``jax.vmap`` over keys (one model per key), and a batched
+    ``while`` predicate is reduced over the batch: with the model axis sharded, XLA
+    then emits a ``pred[]`` all-reduce in every training step.
+
+    Args:
+      words: any array.
+      key_data: unused; accepted for callers written against the former signature.
     """
-    trips = jnp.maximum(key_data[0] >> np.uint32(31), np.uint32(1)).astype(jnp.int32)
+    del key_data
+    trips = lax.optimization_barrier(jnp.ones((), jnp.int32))
     return lax.fori_loop(0, trips, lambda i, w: w ^ i.astype(w.dtype), words)
 
 
@@ -184,7 +195,7 @@ def _threefry_bytes(key: Array, shape: Shape) -> Array:
     x0, x1 = threefry2x32(
         data[0], data[1], jnp.zeros((), jnp.uint32), flat_counter((*rows, hashes))
     )
-    words = keep_in_memory(jnp.stack([x0, x1], axis=-1), data)  # (*rows, hashes, 2)
+    words = keep_in_memory(jnp.stack([x0, x1], axis=-1))  # (*rows, hashes, 2)
     octets = lax.bitcast_convert_type(words, jnp.uint8)  # (*rows, hashes, 2, 4)
     return octets.reshape((*rows, hashes * 8))[..., :length]
 
