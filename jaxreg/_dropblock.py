@@ -6,29 +6,30 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxreg import _mask
-from jaxreg._checks import fail, normalize_axes
-
-Array = jax.Array
+from jaxreg import _mask, _rate
+from jaxreg._checks import check_bool, check_channel_axis, describe, fail
+from jaxreg._types import Array
 
 
 def _block_sizes(fn: str, block_size: int | Sequence[int], sizes: tuple[int, ...]) -> tuple:
     if isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool):
         blocks = (int(block_size),) * len(sizes)
     else:
-        blocks = tuple(block_size)
+        try:
+            blocks = tuple(block_size)
+        except TypeError:
+            blocks = ()
         if len(blocks) != len(sizes) or not all(
             isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in blocks
         ):
             raise fail(
                 fn,
                 f"block_size must be an int or {len(sizes)} ints (one per spatial axis), "
-                f"got {block_size!r}.",
+                f"got {describe(block_size)}.",
                 exc=TypeError,
             )
     for b, s in zip(blocks, sizes, strict=True):
@@ -83,19 +84,14 @@ def dropblock(
       NeurIPS 2018.
     """
     fn = "dropblock"
-    key, x, rate, early = _mask.prologue(fn, key, x, rate)
+    key, x, rate, early = _rate.check_op_args(fn, key, x, rate)
+    shared_channels = check_bool(fn, "shared_channels", shared_channels)
     if not 3 <= x.ndim <= 5:
         raise fail(
             fn,
             f"x must be (batch, *spatial, channels) with 1 to 3 spatial axes, got shape {x.shape}.",
         )
-    (channel,) = normalize_axes(fn, "channel_axis", channel_axis, x.ndim)
-    if channel == 0:
-        raise fail(
-            fn,
-            f"channel_axis must not be 0 (the batch axis), got {channel_axis}; "
-            "channels are the last axis (-1) or axis 1.",
-        )
+    channel = check_channel_axis(fn, channel_axis, x.ndim)
     spatial = tuple(a for a in range(1, x.ndim) if a != channel)
     sizes = tuple(x.shape[a] for a in spatial)
     blocks = _block_sizes(fn, block_size, sizes)
@@ -104,7 +100,7 @@ def dropblock(
 
     valid = tuple(s - b + 1 for s, b in zip(sizes, blocks, strict=True))
     ratio = math.prod(sizes) / (math.prod(blocks) * math.prod(valid))
-    if isinstance(rate, float):
+    if _rate.static(rate) is not None:
         gamma = min(rate * ratio, 1.0)
     else:
         gamma = jnp.minimum(jnp.clip(rate, 0.0, 1.0) * np.float32(ratio), 1.0)
@@ -129,7 +125,7 @@ def dropblock(
     kept = jnp.sum(keep, dtype=jnp.float32)
     total = np.float32(keep.size)
     scale = jnp.where(kept > 0, total / jnp.maximum(kept, 1.0), 0.0)
-    if not isinstance(rate, float):
+    if _rate.static(rate) is None:
         keep = keep & (rate < 1.0)  # gamma < 1 at rate 1: drop everything explicitly
     out = jnp.where(keep, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
-    return _mask.poison_invalid(out, rate)
+    return _rate.poison_invalid(out, rate)

@@ -5,16 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-from jaxreg import _mask
-from jaxreg._checks import check_float_array, check_probability, fail, normalize_axes
+from jaxreg import _mask, _rate
+from jaxreg._checks import (
+    check_bool,
+    check_channel_axis,
+    check_float_array,
+    check_probability,
+    fail,
+    normalize_axes,
+)
+from jaxreg._types import Array
 
-Array = jax.Array
 
-
-def masked(
+def drop_units(
     fn: str,
     key: Any,
     x: Any,
@@ -25,13 +30,21 @@ def masked(
     inverted: bool = True,
     sampler: str = "exact",
 ) -> Array:
-    """Validates, draws one keep-mask at the (possibly reduced) mask shape, applies it."""
-    key, x, rate, early = _mask.prologue(fn, key, x, rate)
+    """The dropout ops' shared body: validate, draw one keep-mask, apply it.
+
+    The mask is drawn at the (possibly reduced) mask shape; ``fn`` names the public op
+    in errors.
+    """
+    key, x, rate, early = _rate.check_op_args(fn, key, x, rate)
     sampler = _mask.check_sampler(fn, sampler)
+    inverted = check_bool(fn, "inverted", inverted)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
     if early is not None:
         return early
-    return _mask.drop(key, x, rate, shape, inverted=inverted, sampler=sampler)
+    return _mask.draw_and_apply(key, x, rate, shape, inverted=inverted, sampler=sampler)
+
+
+masked = drop_units  # the former name, for branches still in flight
 
 
 def dropout(
@@ -83,7 +96,7 @@ def dropout(
       Srivastava, Hinton, Krizhevsky, Sutskever, Salakhutdinov. "Dropout: A Simple Way
       to Prevent Neural Networks from Overfitting." JMLR 15, 2014.
     """
-    return masked(
+    return drop_units(
         "dropout",
         key,
         x,
@@ -107,6 +120,8 @@ def scale_for_inference(x: Array, *, rate: float | Array) -> Array:
 
     Returns:
       ``x * (1 - rate)`` in ``x``'s dtype (NaN for a traced rate outside [0, 1]).
+      Rate 1 gives zeros, also where ``x`` is inf or NaN (every unit was dropped in
+      training), with zero gradients.
 
     References:
       Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
@@ -115,9 +130,12 @@ def scale_for_inference(x: Array, *, rate: float | Array) -> Array:
     fn = "scale_for_inference"
     x = check_float_array(fn, "x", x)
     rate = check_probability(fn, "rate", rate)
-    if isinstance(rate, float):
+    if _rate.static(rate) == 1.0:
+        return jnp.zeros_like(x)
+    if _rate.static(rate) is not None:
         return x * (1.0 - rate)
-    return _mask.poison_invalid(x * (1.0 - rate).astype(x.dtype), rate)
+    alive = jnp.where(rate < 1.0, x, jnp.zeros((), x.dtype))  # no 0 * inf at rate 1
+    return _rate.poison_invalid(alive * (1.0 - rate).astype(x.dtype), rate)
 
 
 def spatial_dropout(
@@ -156,15 +174,9 @@ def spatial_dropout(
             f"x must have rank >= 3 (batch, spatial..., channels), got shape {jnp.shape(x)}. "
             "For (batch, features) inputs use jaxreg.dropout.",
         )
-    (channel,) = normalize_axes(fn, "channel_axis", channel_axis, ndim)
-    if channel == 0:
-        raise fail(
-            fn,
-            f"channel_axis must not be 0 (the batch axis), got {channel_axis}; "
-            "channels are the last axis (-1) or axis 1.",
-        )
+    channel = check_channel_axis(fn, channel_axis, ndim)
     shared = tuple(d for d in range(1, ndim) if d != channel)
-    return masked(fn, key, x, rate, broadcast_dims=shared, sampler=sampler)
+    return drop_units(fn, key, x, rate, broadcast_dims=shared, sampler=sampler)
 
 
 def variational_dropout(
@@ -207,4 +219,4 @@ def variational_dropout(
     if jnp.ndim(x) < 2:
         raise fail(fn, f"x must have a time axis and a feature axis, got shape {jnp.shape(x)}.")
     (time,) = normalize_axes(fn, "time_axis", time_axis, jnp.ndim(x))
-    return masked(fn, key, x, rate, broadcast_dims=(time,), sampler=sampler)
+    return drop_units(fn, key, x, rate, broadcast_dims=(time,), sampler=sampler)

@@ -14,7 +14,7 @@ from jaxreg._checks import (
     fail,
     is_python_number,
 )
-from jaxreg._dropout import masked
+from jaxreg._dropout import drop_units
 
 Array = jax.Array
 
@@ -58,7 +58,7 @@ def drop_path(
         shared = tuple(range(1, ndim))
     else:
         shared = tuple(range(ndim))
-    return masked(fn, key, x, rate, broadcast_dims=shared, inverted=inverted)
+    return drop_units(fn, key, x, rate, broadcast_dims=shared, inverted=inverted)
 
 
 def drop_path_rates(
