@@ -51,10 +51,14 @@ def describe(value: Any) -> str:
     """A value and its type for a message: ``'0.5' (a str)``, ``an array of dtype ...``."""
     if is_traced(value):
         return f"a traced value of dtype {value.dtype} and shape {value.shape}"
-    if isinstance(value, (jax.Array, np.ndarray)) and np.ndim(value) > 0:
-        return f"an array of dtype {value.dtype} and shape {value.shape}"
     if isinstance(value, (jax.Array, np.ndarray)):
-        return f"{_brief(repr(value.item()), 60)} (a scalar array of dtype {value.dtype})"
+        try:
+            item = value.item() if np.ndim(value) == 0 else None
+        except NotImplementedError:  # PRNG key arrays
+            item = None
+        if item is None:
+            return f"an array of dtype {value.dtype} and shape {value.shape}"
+        return f"{_brief(repr(item), 60)} (a scalar array of dtype {value.dtype})"
     kind = type(value).__name__
     article = "an" if kind[:1].lower() in "aeiou" else "a"
     return f"{_brief(repr(value), 60)} ({article} {kind})"
@@ -303,6 +307,9 @@ def check_key(fn: str, key: Any) -> Array:
     Accepts new-style typed keys (``jax.random.key``) of any implementation and legacy
     raw ``uint32`` keys (``jax.random.PRNGKey``) of the default implementation.
     """
+    hint = _flax_rng_hint(key)  # first: nnx.Rngs answers any attribute, dtype included
+    if hint is not None:
+        raise fail(fn, f"key must be a PRNG key, got {hint}.", exc=TypeError)
     dtype = getattr(key, "dtype", None)
     if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
         if key.shape != ():
@@ -323,9 +330,6 @@ def check_key(fn: str, key: Any) -> Array:
                 "Pass jax.random.key(seed), or jax.vmap over a batch of keys.",
             )
         return jax.random.wrap_key_data(key)
-    hint = _flax_rng_hint(key)
-    if hint is not None:
-        raise fail(fn, f"key must be a PRNG key, got {hint}.", exc=TypeError)
     got = describe(key) if dtype is None else f"an array of dtype {dtype}"
     raise fail(
         fn,
