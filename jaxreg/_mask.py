@@ -177,7 +177,7 @@ def scale_kept(
     kept = jnp.where(mask, x, jnp.zeros((), x.dtype))
     if inverted:
         kept = _rate.divide_by_keep(kept, rate, sampler)
-    return poison_invalid(kept, rate)
+    return poison_invalid(kept, rate, source=x)
 
 
 class _Spec(NamedTuple):

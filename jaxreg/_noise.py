@@ -52,8 +52,8 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
     # sqrt has an infinite derivative at 0: safe_sqrt keeps d/d(rate) finite at rate 0.
     sigma = safe_sqrt(rate / nonzero_or_one(keep))
     noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
+    x = jnp.where(alive, x, jnp.zeros((), x.dtype))  # rate 1: no inf * 0 in the gradient
     out = (x.astype(wide) * noise.astype(wide)).astype(x.dtype)
-    out = jnp.where(alive, out, jnp.zeros((), x.dtype))
     return _rate.poison_invalid(out, rate)
 
 

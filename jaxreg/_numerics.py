@@ -61,11 +61,17 @@ def abs_with_sign_gradient(x: Array) -> Array:
     return x * jax.lax.stop_gradient(jnp.sign(x))
 
 
-def nan_unless(out: Array, valid: Array) -> Array:
+def nan_unless(out: Array, valid: Array, source: Array | None = None) -> Array:
     """``out`` where ``valid``, NaN everywhere (value *and* gradient) where not.
 
     A multiplication by 1 or NaN rather than a select: a select would give the NaN
-    value a plausible zero gradient, and training follows the gradient.
+    value a plausible zero gradient, and training follows the gradient. Where ``out``
+    was itself selected from ``source`` (dropped units), the gradient with respect to
+    ``source`` is poisoned through a second, value-neutral branch.
     """
     factor = jnp.where(valid, jnp.ones((), out.dtype), jnp.array(jnp.nan, out.dtype))
-    return out * factor
+    out = out * factor
+    if source is not None:
+        nan_or_zero = jnp.where(valid, jnp.zeros((), out.dtype), jnp.array(jnp.nan, out.dtype))
+        out = jnp.where(valid, out, source.astype(out.dtype) * nan_or_zero)
+    return out

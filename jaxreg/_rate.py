@@ -191,8 +191,12 @@ def divide_by_keep(x: Array, rate: Rate, sampler: str = "exact") -> Array:
     return x / nonzero_or_one(keep).astype(x.dtype)
 
 
-def poison_invalid(out: Array, rate: Rate) -> Array:
-    """NaN value and gradient if an array ``rate`` lies outside [0, 1] (or is NaN)."""
+def poison_invalid(out: Array, rate: Rate, source: Array | None = None) -> Array:
+    """NaN value and gradient if an array ``rate`` lies outside [0, 1] (or is NaN).
+
+    Pass the op's input as ``source`` where dropped units were selected away from it,
+    so that its gradient is NaN too (see ``_numerics.nan_unless``).
+    """
     if isinstance(rate, float):
         return out
-    return nan_unless(out, (rate >= 0.0) & (rate <= 1.0))
+    return nan_unless(out, (rate >= 0.0) & (rate <= 1.0), source)

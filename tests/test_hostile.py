@@ -43,8 +43,6 @@ def raises(exc, *words):
     return Raises(exc, words)
 
 
-
-
 def key():
     """A fresh key per call: the suite runs with JAX's key-reuse checker on."""
     return jax.random.key(0)
@@ -154,7 +152,11 @@ ROWS = _rows() + [
         lambda: jaxreg.dropout(key(), X, rate=0.5, inverted="False"),
         raises(TypeError, "jaxreg.dropout", "inverted must be a bool", "'False' (a str)"),
     ),
-    ("inverted-traced", _tracer_flag, raises(TypeError, "inverted must be a Python bool", "traced")),
+    (
+        "inverted-traced",
+        _tracer_flag,
+        raises(TypeError, "inverted must be a Python bool", "traced"),
+    ),
     (
         "drop_connect-inverted-int",
         lambda: jaxreg.drop_connect(key(), W, rate=0.5, inverted=1),
@@ -456,9 +458,11 @@ ROWS = _rows() + [
             lambda k: jax.random.bernoulli(k, 0.5, (4,)), key(), num_samples=4000
         ),
         Value(
-            lambda mv: mv[0].dtype == jnp.float32
-            and bool(jnp.all(jnp.abs(mv[0] - 0.5) < 0.05))
-            and bool(jnp.all(jnp.abs(mv[1] - 0.25) < 0.02))
+            lambda mv: (
+                mv[0].dtype == jnp.float32
+                and bool(jnp.all(jnp.abs(mv[0] - 0.5) < 0.05))
+                and bool(jnp.all(jnp.abs(mv[1] - 0.25) < 0.02))
+            )
         ),
     ),
     (
@@ -506,7 +510,12 @@ ROWS = _rows() + [
         "dc-inference-inf-kernel-traced-rate1",
         lambda: jax.jit(
             lambda r: jaxreg.drop_connect_inference(
-                key(), jnp.ones((2, 2)), INF_X, jnp.ones(2), rate=r, activation=jax.nn.relu,
+                key(),
+                jnp.ones((2, 2)),
+                INF_X,
+                jnp.ones(2),
+                rate=r,
+                activation=jax.nn.relu,
                 num_samples=4,
             )
         )(1.0),
@@ -522,7 +531,9 @@ ROWS = _rows() + [
     (
         "gaussian-f16-near-rate1-traced",
         lambda: jax.jit(
-            lambda r: jaxreg.gaussian_dropout(key(), jnp.array([0.0, 1.0] * 100, jnp.float16), rate=r)
+            lambda r: jaxreg.gaussian_dropout(
+                key(), jnp.array([0.0, 1.0] * 100, jnp.float16), rate=r
+            )
         )(0.9999999),
         Value(lambda y: not jnp.any(jnp.isnan(y)) and y[0] == 0),
     ),
@@ -545,7 +556,7 @@ ROWS = _rows() + [
     ),
     (
         "l2-traced-negative-grad-nan",
-        lambda: jax.grad(lambda p, s: jaxreg.l2_penalty(p, strength=s))(P, -0.5)["w"],
+        lambda: jax.jit(jax.grad(lambda p, s: jaxreg.l2_penalty(p, strength=s)))(P, -0.5)["w"],
         Value(lambda g: bool(jnp.all(jnp.isnan(g)))),
     ),
     (
@@ -555,7 +566,7 @@ ROWS = _rows() + [
     ),
     (
         "dropout-traced-rate-above-1-grad-nan",
-        lambda: jax.grad(lambda x, r: jnp.sum(jaxreg.dropout(key(), x, rate=r)))(X, 1.5),
+        lambda: jax.jit(jax.grad(lambda x, r: jnp.sum(jaxreg.dropout(key(), x, rate=r))))(X, 1.5),
         Value(lambda g: bool(jnp.all(jnp.isnan(g)))),
     ),
     (
@@ -594,7 +605,11 @@ ROWS = _rows() + [
         Value(lambda y: bool(jnp.allclose(y, 0.5e20, rtol=1e-6))),
     ),
     # Empty inputs of any shape return empty outputs.
-    ("empty-dropout", lambda: jaxreg.dropout(key(), EMPTY, rate=0.5), Value(_zero_like(EMPTY.shape))),
+    (
+        "empty-dropout",
+        lambda: jaxreg.dropout(key(), EMPTY, rate=0.5),
+        Value(_zero_like(EMPTY.shape)),
+    ),
     (
         "empty-dropout-fast",
         lambda: jaxreg.dropout(key(), EMPTY, rate=0.5, sampler="fast"),
@@ -610,8 +625,16 @@ ROWS = _rows() + [
         lambda: jaxreg.alpha_dropout(key(), EMPTY, rate=0.5),
         Value(_zero_like(EMPTY.shape)),
     ),
-    ("empty-drop_path", lambda: jaxreg.drop_path(key(), EMPTY, rate=0.5), Value(_zero_like(EMPTY.shape))),
-    ("empty-drop_connect", lambda: jaxreg.drop_connect(key(), EMPTY, rate=0.5), Value(_zero_like(EMPTY.shape))),
+    (
+        "empty-drop_path",
+        lambda: jaxreg.drop_path(key(), EMPTY, rate=0.5),
+        Value(_zero_like(EMPTY.shape)),
+    ),
+    (
+        "empty-drop_connect",
+        lambda: jaxreg.drop_connect(key(), EMPTY, rate=0.5),
+        Value(_zero_like(EMPTY.shape)),
+    ),
     (
         "empty-mask",
         lambda: jaxreg.bernoulli_mask(key(), (0, 2**32), rate=0.5),
@@ -659,3 +682,113 @@ def test_hostile_input(row):
                 assert word in message, (word, message)
         else:
             assert expect.check(call())
+
+
+# Regression tests for the numeric fixes.
+
+# Keep probabilities 1 - rate from 1e-12 to 1, log-spaced, plus a few round rates.
+GRID = np.concatenate([1.0 - np.logspace(-12, 0, 97)[:-1], [0.1, 0.5, 0.875, 0.9, 0.95, 0.99]])
+
+
+def _scaled_ones(rates, traced):
+    """apply_mask of a kept 1.0 at each rate: 1 / (what kept units are divided by)."""
+    one = jnp.ones(1)
+    mask = jnp.ones(1, bool)
+    if traced:
+        f = jax.jit(jax.vmap(lambda r: jaxreg.apply_mask(one, mask, rate=r)[0]))
+        return np.asarray(f(jnp.asarray(rates, jnp.float32)))
+    return np.array([jaxreg.apply_mask(one, mask, rate=float(r))[0] for r in rates], np.float32)
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_every_rate_is_unbiased_and_flax_exact_where_flax_is_unbiased(traced):
+    rates = GRID.astype(np.float32) if traced else GRID
+    keep32 = (1 - np.float32(rates)) if traced else np.float32(1 - rates)
+    rates = rates[keep32 > 0]  # float32 rounds 1 - 1e-12 to rate 1: zeros, tested elsewhere
+    keep32 = keep32[keep32 > 0]
+    y = _scaled_ones(rates, traced).astype(np.float64)
+    realised = np.array([_q32(p) for p in keep32])
+    # E[output] = x * realised * y: unbiased to 2**-20 (plus float32 rounding) at every rate.
+    np.testing.assert_array_less(np.abs(realised * y - 1), 2**-20 + 2**-23)
+    # flax's output x / (1 - rate) wherever that is unbiased, always up to rate 0.875.
+    flax_ok = np.abs(realised / keep32.astype(np.float64) - 1) <= 2**-20
+    assert flax_ok[rates <= 0.875].all()
+    np.testing.assert_array_equal(y[flax_ok], (np.float32(1) / keep32)[flax_ok])
+    # Negative control: flax's divisor is biased beyond the bound at the other rates.
+    assert (np.abs(realised / keep32 - 1) > 2**-20 + 2**-23).sum() > 10
+
+
+@pytest.mark.parametrize("rate", [1 - 1e-4, 1 - 1e-6, 1 - 3e-8])
+def test_extreme_rate_masks_equal_jax_bernoulli(rate):
+    k = jax.random.key(3)
+    mask = jaxreg.bernoulli_mask(k, (2**16,), rate=rate)
+    np.testing.assert_array_equal(mask, jax.random.bernoulli(jax.random.key(3), 1 - rate, (2**16,)))
+
+
+def test_rate_near_one_is_unbiased_at_five_sigma():
+    # The issue's example: 2**24 ones at rate 1 - 1e-12 had mean 59,606.
+    n = 2**24
+    y = jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=1 - 1e-12)
+    q = 2.0**-23  # realised keep probability (threshold 1 of 2**23)
+    sigma = math.sqrt((1 - q) / (q * n))
+    mean = float(jnp.mean(y, dtype=jnp.float32))
+    assert abs(mean - 1) < 5 * sigma
+    biased = mean * q / 1e-12  # flax's divisor 1 - rate instead: the control
+    assert abs(biased - 1) > 5 * sigma
+
+
+def test_fast_sampler_near_one_is_unbiased_at_five_sigma():
+    n = 2**20
+    y = jaxreg.dropout(jax.random.key(8), jnp.ones(n), rate=0.999, sampler="fast")
+    q = 1 / 256
+    sigma = math.sqrt((1 - q) / (q * n))
+    kept = float(jnp.mean(y != 0))
+    assert abs(kept - q) < 5 * math.sqrt(q * (1 - q) / n)
+    assert abs(float(jnp.mean(y)) - 1) < 5 * sigma
+    # Control: the old threshold 0 of 256 kept nothing, a mean of 0.
+    assert 1 > 5 * sigma
+    assert int(_rate.fast_threshold(0.999)) == 1 and int(_rate.fast_threshold(1.0)) == 0
+
+
+def test_traced_fast_threshold_matches_python():
+    rates = np.array([0.0, 0.1, 0.5, 0.998, 0.999, 0.9999, 1.0], np.float32)
+    traced = jax.jit(jax.vmap(_rate.fast_threshold))(jnp.asarray(rates))
+    np.testing.assert_array_equal(traced, [_rate.fast_threshold(float(r)) for r in rates])
+
+
+def test_nonfinite_inputs_at_traced_rate_one_have_finite_gradients():
+    for op in (jaxreg.dropout, jaxreg.drop_connect, jaxreg.gaussian_dropout):
+        g_x, g_r = jax.jit(
+            jax.grad(lambda x, r, op=op: jnp.sum(op(jax.random.key(0), x, rate=r)), (0, 1))
+        )(INF_X, 1.0)
+        assert jnp.all(g_x == 0) and g_r == 0, op
+
+
+X64_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
+    jax.config.update("jax_enable_x64", True)
+    import jaxreg
+    x = jnp.linspace(1.0, 2.0, 4096, dtype=jnp.float32).reshape(64, 64)
+    for rate in (0.1, 0.5, 0.9, 1 - 1e-9):
+        want = nn.Dropout(rate).apply({}, x, deterministic=False, rng=jax.random.key(11))
+        got = jaxreg.dropout(jax.random.key(11), x, rate=rate)
+        assert got.dtype == jnp.float32
+        np.testing.assert_array_equal(got, want)
+        r64 = jnp.float64(rate)
+        mask = jax.jit(lambda k, r: jaxreg.bernoulli_mask(k, x.shape, rate=r))(
+            jax.random.key(12), r64
+        )
+        np.testing.assert_array_equal(mask, jax.random.bernoulli(jax.random.key(12), 1 - r64, x.shape))
+        y = jax.jit(lambda k, r: jaxreg.dropout(k, x, rate=r))(jax.random.key(12), r64)
+        np.testing.assert_array_equal(y, jnp.where(mask, x / jnp.float32(1 - r64), 0))
+    print("ok")
+    """
+)
+
+
+def test_x64_masks_and_outputs_match_jax_and_flax():
+    out = subprocess.run(
+        [sys.executable, "-c", X64_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
