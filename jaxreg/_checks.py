@@ -136,16 +136,17 @@ def check_nonnegative(fn: str, name: str, value: Any, *, finite: bool = False) -
     With ``finite=True`` infinity is rejected too (a penalty coefficient: ``inf * 0`` is
     NaN). Returns a Python float for Python numbers, else a JAX array.
     """
-    v = check_real(fn, name, value, "a real number >= 0 or an array")
-    bound = "a finite number >= 0" if finite else ">= 0"
-    if isinstance(v, float):
-        if math.isnan(v) or v < 0.0 or (finite and math.isinf(v)):
-            raise fail(fn, f"{name} must be {bound}, got {value!r}.")
+    v = check_real(fn, name, value, "a number >= 0 or an array")
+    if is_traced(v):
         return v
-    if not is_traced(v):
-        arr = np.asarray(v)
-        if np.isnan(arr).any() or (arr < 0).any() or (finite and np.isinf(arr).any()):
-            raise fail(fn, f"{name} must be {bound}, got {arr.tolist()!r}.")
+    arr = np.asarray(v)
+    shown = value if isinstance(v, float) else arr.tolist()
+    if np.isnan(arr).any() or (arr < 0).any():
+        raise fail(fn, f"{name} must be >= 0, got {shown!r}.")
+    if finite and np.isinf(arr).any():
+        raise fail(
+            fn, f"{name} must be finite (inf * 0 would be NaN), got {shown!r}.", exc=ValueError
+        )
     return v
 
 

@@ -65,7 +65,13 @@ def dropout(
     ``1 - rate`` at inference (``scale_for_inference``). Both have the same expectation.
 
     The mask equals ``flax.linen.Dropout``'s (and ``jax.random.bernoulli(key, 1 - rate,
-    shape)``) for the same key and rate, and so does the output.
+    shape)``) for the same key and rate, also under ``jax_enable_x64``. So does the
+    output for every Python rate up to 0.875 and for most above; where flax's division
+    by ``1 - rate`` would be biased (keep probabilities below 1/8 that the 23-bit
+    threshold rounds by more than a relative 2**-20, e.g. ``rate = 1 - 1e-12``) kept
+    units are divided by the realised keep probability instead, so every rate gives an
+    unbiased output. An array rate computes ``1 - rate`` in float32 (values may differ
+    from a Python rate's by an ulp or two; masks are equal).
 
     Args:
       key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
@@ -77,11 +83,12 @@ def dropout(
       broadcast_dims: axes along which one mask value is shared (flax's argument).
       noise_shape: Keras-style alternative to ``broadcast_dims``: one entry per axis,
         1 to share along it, the axis size or None to draw independently.
-      inverted: scale kept units by 1/(1 - rate) (True) or not (False).
+      inverted: scale kept units by 1/(1 - rate) (True) or not (False); a Python bool.
       sampler: ``"exact"`` (default): flax's and ``jax.random.bernoulli``'s mask.
         ``"fast"``: 8-bit thresholds, eight draws per hash (faster, see ``bench/``); the
-        drop rate is rounded to a multiple of 1/256 and kept units are divided by the
-        realised keep probability, so the output stays unbiased.
+        drop rate is rounded to a multiple of 1/256 (at least 1/256 kept for every rate
+        below 1) and kept units are divided by the realised keep probability, so the
+        output stays unbiased.
 
     Returns:
       An array of ``x``'s shape and dtype.

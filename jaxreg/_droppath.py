@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import jax
 import jax.numpy as jnp
 
 from jaxreg._checks import (
@@ -15,8 +14,7 @@ from jaxreg._checks import (
     is_python_number,
 )
 from jaxreg._dropout import drop_units
-
-Array = jax.Array
+from jaxreg._types import Array
 
 
 def drop_path(

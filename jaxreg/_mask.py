@@ -128,15 +128,18 @@ def bernoulli_mask(
         number in [0, 1] or a scalar array (may be traced). The keep probability
         ``1 - rate`` is computed in float64 and rounded to float32 for a Python rate (as
         flax does), in float32 for an array rate (as ``jax.random.bernoulli`` does);
-        for rates not exact in float32 the two can differ in the last bit. A traced
-        rate outside [0, 1] gives an unspecified mask; ``apply_mask`` and the dropout
-        ops turn it into NaN outputs.
+        for rates not exact in float32 the two can differ in the last bit. Under
+        ``jax_enable_x64`` a Python or float64 rate draws from 64-bit words, as JAX's
+        ``bernoulli`` then does (other array dtypes are computed as float32). A
+        traced rate outside [0, 1] gives an unspecified mask; ``apply_mask`` and the
+        dropout ops turn it into NaN outputs.
       broadcast_dims: axes along which the mask is shared (drawn with size 1 and
         broadcast), e.g. the time axis for variational dropout.
       sampler: ``"exact"`` (default): the mask of ``jax.random.bernoulli``.
         ``"fast"``: 8-bit thresholds, eight draws per hash; the keep probability is
         rounded to a multiple of 1/256 (``rate=0.1`` keeps with probability 230/256,
-        i.e. drops 10.16%). Pass the same ``sampler`` to ``apply_mask``.
+        i.e. drops 10.16%; every rate below 1 keeps at least 1/256). Pass the same
+        ``sampler`` to ``apply_mask``.
 
     Returns:
       A bool array of ``shape``.
@@ -257,7 +260,9 @@ def apply_mask(
 
     Returns:
       An array of ``x``'s shape and dtype. Gradients flow only through kept units;
-      ``rate = 1`` gives zeros and zero gradients even where ``x`` is inf or NaN.
+      ``rate = 1`` gives zeros and zero gradients even where ``x`` is inf or NaN, and
+      whatever the mask says: a True entry with rate 1 is an inconsistent pair (no mask
+      drawn at rate 1 has one), and the rate wins.
 
     References:
       Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
