@@ -339,7 +339,7 @@ def _infer(**kw):
         (
             lambda: _infer(method="mc"),
             ValueError,
-            r"method must be 'moments' or 'scale', got 'mc'",
+            r"method must be one of 'moments', 'scale', got 'mc'",
         ),
         (
             lambda: jaxreg.drop_connect_tree(
