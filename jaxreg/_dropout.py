@@ -65,16 +65,19 @@ def dropout(
     ``1 - rate`` at inference (``scale_for_inference``). Both have the same expectation.
 
     The mask equals ``flax.linen.Dropout``'s (and ``jax.random.bernoulli(key, 1 - rate,
-    shape)``) for the same key and rate, also under ``jax_enable_x64``. So does the
-    output for every Python rate up to 0.875 and for most above; where flax's division
-    by ``1 - rate`` would be biased (keep probabilities below 1/8 that the 23-bit
-    threshold rounds by more than a relative 2**-20, e.g. ``rate = 1 - 1e-12``) kept
-    units are divided by the realised keep probability instead, so every rate gives an
-    unbiased output. An array rate computes ``1 - rate`` in float32 (values may differ
-    from a Python rate's by an ulp or two; masks are equal).
+    shape)``) for the same key and rate, also under ``jax_enable_x64``, and so does the
+    output, bit for bit for a Python rate. An array rate ``r`` keeps with probability
+    ``1 - r`` in float32: flax at ``float(r)`` bit for bit (see the README for the
+    comparison with the decimal). One exception, for both: where flax's division by
+    ``1 - rate`` would be biased (keep probabilities below 1/8 that the 23-bit threshold
+    rounds by more than a relative 2**-20, e.g. ``rate = 1 - 1e-12``; every rate up to
+    0.875 is exact) kept units are divided by the realised keep probability instead, so
+    every rate gives an unbiased output.
 
     Args:
-      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
+      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``). ``jax.vmap``
+        over threefry keys equals a loop over them; over ``rbg``/``unsafe_rbg`` keys it
+        does not, in JAX itself (jax#19085), and so neither here.
       x: floating-point input of any shape; the output has its shape and dtype.
       rate: probability of dropping a unit (not the keep probability). A Python number
         in [0, 1] or a scalar array that may be traced (``jax.vmap`` over rates works).
