@@ -1,7 +1,11 @@
 """Argument validation shared by every public function.
 
-Every error jaxreg raises is built here, so the wording is the same everywhere:
-``jaxreg.<function>: <argument> must be <what>, got <value>. <fix>``.
+Every error jaxreg raises goes through ``fail`` here, and every check used by more than
+one function (rates, strengths, flags, shapes, axes, keys, callables, choices, pytree
+structure) is written here once, so the wording is the same everywhere:
+``jaxreg.<function>: <argument> must be <what>, got <value>. <fix>``, the value shown
+with ``describe`` (``got '0.5' (a str)``). Only checks specific to one op (a rank, a
+kernel shape) are written next to it, still with ``fail``.
 
 Concrete values (Python numbers, NumPy values, concrete JAX arrays) are checked
 eagerly. Traced values cannot be inspected; the functions that accept them document
