@@ -38,12 +38,14 @@ from jaxreg._checks import (
     fail,
     normalize_axes,
 )
-from jaxreg._rate import check_key_for, keep_probability, needs_key, poison_invalid
+from jaxreg._rate import check_key_for as check_key_for
+from jaxreg._rate import keep_probability as keep_probability
+from jaxreg._rate import needs_key as needs_key
+from jaxreg._rate import poison_invalid as poison_invalid
 from jaxreg._types import Array, Rate, Shape
 
-# Names the ops used before the split into _rate; kept for branches still in flight.
+# The former name of _rate.check_op_args, for branches still in flight (remove later).
 prologue = _rate.check_op_args
-__all__ = ["check_key_for", "keep_probability", "needs_key", "poison_invalid", "prologue"]
 
 SAMPLERS = ("exact", "fast")
 
