@@ -20,10 +20,10 @@ from jaxreg._droppath import drop_path as drop_path
 from jaxreg._droppath import drop_path_rates as drop_path_rates
 from jaxreg._mask import apply_mask as apply_mask
 from jaxreg._mask import bernoulli_mask as bernoulli_mask
-from jaxreg._mask import needs_key as needs_key
 from jaxreg._mc import mc_predict as mc_predict
 from jaxreg._noise import alpha_dropout as alpha_dropout
 from jaxreg._noise import gaussian_dropout as gaussian_dropout
+from jaxreg._rate import needs_key as needs_key
 
 # Penalties, constraints, proximal operators, filters
 # isort: split

@@ -32,53 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxreg._checks import fail
-
-Array = jax.Array
-Shape = tuple[int, ...]
+from jaxreg._types import Array, Shape
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = 0x1BD11BDA
-
-
-@functools.cache
-def _raw_key_shape(impl: str) -> Shape:
-    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl))).shape)
-
-
-def check_key(fn: str, key: Any) -> Array:
-    """Returns ``key`` as a single typed PRNG key, or raises a clear error.
-
-    Accepts new-style typed keys (``jax.random.key``) of any implementation and legacy
-    raw ``uint32`` keys (``jax.random.PRNGKey``) of the default implementation.
-    """
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise fail(
-                fn,
-                f"key must be a single PRNG key, got a key array of shape {key.shape}. "
-                "Use jax.vmap over keys to apply the op once per key.",
-            )
-        return key
-    if dtype is not None and dtype == jnp.uint32:
-        impl = jax.config.jax_default_prng_impl
-        expected = _raw_key_shape(impl)
-        if tuple(key.shape) != expected:
-            raise fail(
-                fn,
-                f"key must be a PRNG key: a raw uint32 key of the default implementation "
-                f"({impl}) has shape {expected}, got shape {tuple(key.shape)}. "
-                "Pass jax.random.key(seed), or jax.vmap over a batch of keys.",
-            )
-        return jax.random.wrap_key_data(key)
-    got = type(key).__name__ if dtype is None else f"an array of dtype {dtype}"
-    raise fail(
-        fn,
-        f"key must be a PRNG key from jax.random.key(seed) (or a legacy "
-        f"jax.random.PRNGKey array), got {got}.",
-        exc=TypeError,
-    )
 
 
 def _rotl(x: Array, r: int) -> Array:
@@ -149,13 +106,15 @@ def random_bits(key: Array, shape: Shape) -> Array:
     """Uniform uint32 bits, equal to ``jax.random.bits(key, shape, jnp.uint32)``.
 
     Args:
-      key: a single typed PRNG key (see ``check_key``).
+      key: a single typed PRNG key (see ``_checks.check_key``).
       shape: static output shape.
 
     Returns:
       A uint32 array of ``shape``.
     """
     shape = tuple(int(d) for d in shape)
+    if math.prod(shape) == 0:  # nothing to draw (and no counter for huge empty axes)
+        return jnp.zeros(shape, jnp.uint32)
     if uses_fast_path(key, shape):
         return _threefry_bits(consume(key), shape)
     return jax.random.bits(key, shape, jnp.uint32)
@@ -237,3 +196,21 @@ def standard_normal(key: Array, shape: Shape) -> Array:
     u = uniform_from_bits(random_bits(key, shape))
     u = lax.max(lo, u * (hi - lo) + lo)
     return np.float32(np.sqrt(2)) * lax.erf_inv(u)
+
+
+def pack_bits(mask: Array) -> Array:
+    """Packs a bool array along its last axis, 32 per uint32 word (bit k = element k).
+
+    The packing is a reduction, so XLA materialises its (32x smaller) result instead of
+    recomputing the mask inside every consumer: draw once, ``unpack_bits`` where used.
+    """
+    n = mask.shape[-1]
+    padded = jnp.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, (-n) % 32)])
+    words = padded.reshape(*mask.shape[:-1], -1, 32).astype(jnp.uint32)
+    return jnp.sum(words << jnp.arange(32, dtype=jnp.uint32), axis=-1, dtype=jnp.uint32)
+
+
+def unpack_bits(words: Array, n: int) -> Array:
+    """Inverse of ``pack_bits``: the first ``n`` bits along the last axis, as bool."""
+    bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & np.uint32(1)
+    return bits.reshape(*words.shape[:-1], -1)[..., :n].astype(jnp.bool_)

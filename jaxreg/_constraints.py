@@ -7,14 +7,13 @@ leaves are projected; the others are returned unchanged.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxreg._checks import check_scalar_nonnegative, poison_negative
-from jaxreg._filters import PyTree, Where, map_selected, path_string, resolve_where
-from jaxreg._penalties import Axis, Strength, group_norms, safe_divide
-
-Array = jax.Array
+from jaxreg._filters import Where, map_selected, path_string
+from jaxreg._numerics import nonzero_or_one, safe_divide
+from jaxreg._penalties import group_norms, selection
+from jaxreg._types import Array, Axis, PyTree, Strength
 
 
 def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Where = None) -> PyTree:
@@ -24,8 +23,9 @@ def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Wher
     kernel ``(in, out)`` the default ``axis=0`` bounds the incoming weight vector of each
     output unit (Srivastava et al.'s constraint); for a conv kernel
     ``(h, w, in, out)`` use ``axis=(0, 1, 2)``. Units within the bound are left exactly
-    as they are (no epsilon shrinkage). Selecting biases (rank 1, ``axis=0``) bounds the
-    whole bias vector; pass ``where=jaxreg.kernels_only`` to skip them.
+    as they are (no epsilon shrinkage). Norms are computed scaled, so every finite unit
+    is handled, from norms near 1e-38 up to 3e38 in float32. Selecting biases (rank 1,
+    ``axis=0``) bounds the whole bias vector; pass ``where=jaxreg.kernels_only`` to skip them.
 
     Args:
       params: a pytree of floating-point arrays.
@@ -48,16 +48,18 @@ def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Wher
     def project(path: tuple, w: Array) -> Array:
         x, norm = group_norms(fn, path_string(path), w, axis)
         over = norm > c
-        scale = jnp.where(over, c / jnp.where(over, norm, 1.0), 1.0)
+        scale = jnp.where(over, c / nonzero_or_one(norm), 1.0)
         return poison_negative((x * scale).astype(w.dtype), c)
 
-    return map_selected(project, params, resolve_where(fn, params, where))
+    return map_selected(project, params, selection(fn, params, where))
 
 
 def unit_norm(params: PyTree, *, axis: Axis = 0, where: Where = None) -> PyTree:
     """Divides every unit by its Euclidean norm along ``axis`` (Keras's ``UnitNorm``).
 
     Groups are as in ``max_norm``. An all-zero unit has no direction and stays zero.
+    Norms are computed scaled, so units of any finite size are normalized (a unit of
+    norm 1e-30 or 1e30 in float32 becomes a unit vector).
 
     Args:
       params: a pytree of floating-point arrays.
@@ -78,7 +80,7 @@ def unit_norm(params: PyTree, *, axis: Axis = 0, where: Where = None) -> PyTree:
         x, norm = group_norms(fn, path_string(path), w, axis)
         return safe_divide(x, norm).astype(w.dtype)
 
-    return map_selected(project, params, resolve_where(fn, params, where))
+    return map_selected(project, params, selection(fn, params, where))
 
 
 def non_negative(params: PyTree, *, where: Where = None) -> PyTree:
@@ -99,5 +101,5 @@ def non_negative(params: PyTree, *, where: Where = None) -> PyTree:
     return map_selected(
         lambda _, w: jnp.maximum(w, jnp.zeros((), w.dtype)),
         params,
-        resolve_where(fn, params, where),
+        selection(fn, params, where),
     )

@@ -12,28 +12,30 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxreg import _mask
-from jaxreg._checks import check_choice, fail, normalize_axes
-
-Array = jax.Array
+from jaxreg import _mask, _rate
+from jaxreg._checks import check_bool, check_channel_axis, check_choice, describe, fail
+from jaxreg._types import Array
 
 GAMMAS = ("calibrated", "paper")
 NORMALIZATIONS = ("batch", "example")
-_STEPS = 23  # seed keep probabilities are multiples of 2**-23 (see _mask.keep_threshold)
+_STEPS = 23  # seed keep probabilities are multiples of 2**-23 (see _rate.keep_threshold)
 
 
 def _block_sizes(fn: str, block_size: int | Sequence[int], sizes: tuple[int, ...]) -> tuple:
     if isinstance(block_size, (int, np.integer)) and not isinstance(block_size, bool):
         blocks = (int(block_size),) * len(sizes)
     else:
-        blocks = tuple(block_size)
+        try:
+            blocks = tuple(block_size)
+        except TypeError:
+            blocks = ()
         if len(blocks) != len(sizes) or not all(
             isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in blocks
         ):
             raise fail(
                 fn,
                 f"block_size must be an int or {len(sizes)} ints (one per spatial axis), "
-                f"got {block_size!r}.",
+                f"got {describe(block_size)}.",
                 exc=TypeError,
             )
     for b, s in zip(blocks, sizes, strict=True):
@@ -187,7 +189,8 @@ def dropblock(
       NeurIPS 2018.
     """
     fn = "dropblock"
-    key, x, rate, early = _mask.prologue(fn, key, x, rate)
+    key, x, rate, early = _rate.check_op_args(fn, key, x, rate)
+    shared_channels = check_bool(fn, "shared_channels", shared_channels)
     gamma = check_choice(fn, "gamma", gamma, GAMMAS)
     normalize = check_choice(fn, "normalize", normalize, NORMALIZATIONS)
     if not 3 <= x.ndim <= 5:
@@ -195,13 +198,7 @@ def dropblock(
             fn,
             f"x must be (batch, *spatial, channels) with 1 to 3 spatial axes, got shape {x.shape}.",
         )
-    (channel,) = normalize_axes(fn, "channel_axis", channel_axis, x.ndim)
-    if channel == 0:
-        raise fail(
-            fn,
-            f"channel_axis must not be 0 (the batch axis), got {channel_axis}; "
-            "channels are the last axis (-1) or axis 1.",
-        )
+    channel = check_channel_axis(fn, channel_axis, x.ndim)
     spatial = tuple(a for a in range(1, x.ndim) if a != channel)
     sizes = tuple(x.shape[a] for a in spatial)
     blocks = _block_sizes(fn, block_size, sizes)
@@ -214,7 +211,7 @@ def dropblock(
         seed_rate = calibrated_seed_rate(rate, sizes, blocks)
     else:
         ratio = math.prod(sizes) / (math.prod(blocks) * math.prod(valid))
-        if isinstance(rate, float):
+        if _rate.static(rate) is not None:
             seed_rate = min(rate * ratio, 1.0)
         else:
             seed_rate = jnp.minimum(jnp.clip(rate, 0.0, 1.0) * np.float32(ratio), 1.0)
@@ -239,7 +236,7 @@ def dropblock(
     kept = jnp.sum(keep, axis=axes, dtype=jnp.float32, keepdims=True)
     total = np.float32(keep.size if axes is None else keep.size // keep.shape[0])
     scale = jnp.where(kept > 0, total / jnp.maximum(kept, 1.0), 0.0)
-    if not isinstance(rate, float):
+    if _rate.static(rate) is None:
         keep = keep & (rate < 1.0)  # gamma < 1 at rate 1: drop everything explicitly
     out = jnp.where(keep, x * scale.astype(x.dtype), jnp.zeros((), x.dtype))
-    return _mask.poison_invalid(out, rate)
+    return _rate.poison_invalid(out, rate)

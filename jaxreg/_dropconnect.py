@@ -26,12 +26,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxreg import _bits, _mask
-from jaxreg._checks import check_float_array, check_positive_int, check_probability, fail
+from jaxreg import _bits, _mask, _rate
+from jaxreg._checks import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_float_array,
+    check_positive_int,
+    check_probability,
+    fail,
+)
 from jaxreg._filters import kernels_only, resolve_where
-
-Array = jax.Array
-Rate = float | Array
+from jaxreg._numerics import safe_sqrt
+from jaxreg._types import Array, Rate
 
 
 def _matmul(x: Array, kernel: Array, precision: Any, dot_general: Any) -> Array:
@@ -41,9 +48,9 @@ def _matmul(x: Array, kernel: Array, precision: Any, dot_general: Any) -> Array:
     return dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision)
 
 
-def _masked(key: Array, w: Array, rate: Rate, inverted: bool = True) -> Array:
+def _drop_weights(key: Array, w: Array, rate: Rate, inverted: bool = True) -> Array:
     """The one DropConnect draw: ``w`` with a fresh keep-mask applied (no validation)."""
-    return _mask.drop(key, w, rate, w.shape, inverted=inverted, sampler="exact")
+    return _mask.draw_and_apply(key, w, rate, w.shape, inverted=inverted, sampler="exact")
 
 
 def drop_connect(key: Any, w: Array, *, rate: float | Array, inverted: bool = True) -> Array:
@@ -66,8 +73,9 @@ def drop_connect(key: Any, w: Array, *, rate: float | Array, inverted: bool = Tr
       Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
       DropConnect." ICML 2013.
     """
-    key, w, rate, early = _mask.prologue("drop_connect", key, w, rate, name="w")
-    return early if early is not None else _masked(key, w, rate, inverted)
+    key, w, rate, early = _rate.check_op_args("drop_connect", key, w, rate, name="w")
+    inverted = check_bool("drop_connect", "inverted", inverted)
+    return early if early is not None else _drop_weights(key, w, rate, inverted)
 
 
 def _example_key_data(key: Array, n: int) -> Array:
@@ -122,7 +130,7 @@ def _example_mask(impl: Any, static_rate: float | None, data: Array, rate: Any, 
 def _example_mask_once(impl: Any, static_rate: float | None, data: Array, rate: Any, shape: Any):
     """The mask, packed and unpacked: XLA then hashes once for its two backward uses."""
     keep, r = _example_mask(impl, static_rate, data, rate, shape)
-    return _mask.unpack_bits(_mask.pack_bits(keep), shape[-1]), r
+    return _bits.unpack_bits(_bits.pack_bits(keep), shape[-1]), r
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -161,12 +169,12 @@ def _per_example_bwd(impl, static_rate, p, precision, res, g):
     dw, dx = lax.scan(lambda dw, row: step(dw, *row), dw, rows)
     dw, dx = jnp.sum(dw, axis=0), _from_lanes(dx)
     r = rate if static_rate is None else static_rate
-    keep = _mask.keep_probability(r)
+    keep = _rate.keep_probability(r)
     if isinstance(keep, float):
         inv_keep = 1.0 / keep if keep > 0.0 else 0.0
     else:
         inv_keep = jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
-    dw = _mask.poison_invalid(dw * inv_keep, r).astype(kernel.dtype)
+    dw = _rate.poison_invalid(dw * inv_keep, r).astype(kernel.dtype)
     if rate is None:
         return dx, dw, None, None
     # y = x @ (M * W) / keep with keep = 1 - rate, so dy/drate = y / keep.
@@ -196,8 +204,8 @@ def _check_dense(fn: str, x: Any, kernel: Any, bias: Any) -> tuple[Array, Array,
 
 
 def _check_dot_general(fn: str, dot_general: Any) -> None:
-    if dot_general is not None and not callable(dot_general):
-        raise fail(fn, f"dot_general must be callable or None, got {dot_general!r}.", exc=TypeError)
+    if dot_general is not None:
+        check_callable(fn, "dot_general", dot_general, "(or None)")
 
 
 def drop_connect_dense(
@@ -253,7 +261,8 @@ def drop_connect_dense(
     fn = "drop_connect_dense"
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
-    key = _mask.check_key_for(fn, key, rate)
+    key = _rate.check_key_for(fn, key, rate)
+    per_example = check_bool(fn, "per_example", per_example)
     _check_dot_general(fn, dot_general)
     if per_example and dot_general is not None:
         raise fail(
@@ -261,24 +270,36 @@ def drop_connect_dense(
             "dot_general is not supported with per_example=True (its custom_vjp computes "
             "its own products); pass precision= instead, or per_example=False.",
         )
-    if isinstance(rate, float) and rate == 0.0:
+    if _rate.static(rate) == 0.0:
         y = _matmul(x, kernel, precision, dot_general)
-    elif isinstance(rate, float) and rate == 1.0:
+    elif _rate.static(rate) == 1.0:
         y = jnp.zeros((*x.shape[:-1], kernel.shape[1]), jnp.result_type(x, kernel))
     else:
-        if not isinstance(rate, float):  # rate 1: zero x so that inf * 0 cannot give NaN.
+        if _rate.static(rate) is None:  # rate 1: zero x so that inf * 0 cannot give NaN.
             x = jnp.where(rate < 1.0, x, jnp.zeros((), x.dtype))
         if not per_example:
-            y = _matmul(x, _masked(key, kernel, rate), precision, dot_general)
+            y = _matmul(x, _drop_weights(key, kernel, rate), precision, dot_general)
         else:
             rows = x.reshape(-1, x.shape[-1]).astype(jnp.result_type(x, kernel))
             data = _example_key_data(key, rows.shape[0])
-            static = rate if isinstance(rate, float) else None
-            dynamic = None if isinstance(rate, float) else rate
+            static = _rate.static(rate)
+            dynamic = None if static is not None else rate
             impl = jax.random.key_impl(key)
             p = lanes(key, rows.shape[0])
             kernel = kernel.astype(rows.dtype)
-            y = _per_example_matmul(impl, static, p, precision, rows, kernel, data, dynamic)
+            try:
+                y = _per_example_matmul(impl, static, p, precision, rows, kernel, data, dynamic)
+            except TypeError as err:
+                if "forward-mode" not in str(err):
+                    raise
+                raise fail(
+                    fn,
+                    "per_example=True does not support forward-mode autodiff (jax.jvp, "
+                    "jax.jacfwd, jax.hessian): its masks are regenerated in a custom_vjp. "
+                    "Use reverse mode (jax.grad, jax.jacrev; jax.jacrev(jax.jacrev(f)) for a "
+                    "Hessian), or per_example=False.",
+                    exc=TypeError,
+                ) from None
             y = y.reshape(*x.shape[:-1], kernel.shape[1])
     return y if bias is None else y + bias
 
@@ -338,12 +359,11 @@ def drop_connect_inference(
     fn = "drop_connect_inference"
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
-    key = _mask.check_key_for(fn, key, rate)
+    key = _rate.check_key_for(fn, key, rate)
     num_samples = check_positive_int(fn, "num_samples", num_samples)
-    if not callable(activation):
-        raise fail(fn, f"activation must be callable, got {activation!r}.", exc=TypeError)
-    if method not in ("moments", "scale"):
-        raise fail(fn, f"method must be 'moments' or 'scale', got {method!r}.")
+    check_callable(fn, "activation", activation)
+    method = check_choice(fn, "method", method, ("moments", "scale"))
+    inverted = check_bool(fn, "inverted", inverted)
     _check_dot_general(fn, dot_general)
 
     def matmul(a: Array, b: Array) -> Array:
@@ -351,7 +371,7 @@ def drop_connect_inference(
 
     shift = jnp.zeros((), x.dtype) if bias is None else bias
     keep = 1.0 - rate
-    if isinstance(rate, float):
+    if _rate.static(rate) is not None:
         if rate == 1.0:  # every weight dropped: only the bias is left (traced rate alike)
             zeros = jnp.zeros((*x.shape[:-1], kernel.shape[1]), jnp.result_type(x, kernel))
             return activation(zeros + shift)
@@ -361,20 +381,20 @@ def drop_connect_inference(
     else:
         alive = keep > 0.0
         x = jnp.where(alive, x, jnp.zeros((), x.dtype))  # no inf * 0 when rate = 1
+        kernel = jnp.where(alive, kernel, jnp.zeros((), kernel.dtype))
         if method == "scale":
             scale = jnp.asarray(1.0 if inverted else keep, x.dtype)
-            return _mask.poison_invalid(activation(matmul(x, kernel) * scale + shift), rate)
+            return _rate.poison_invalid(activation(matmul(x, kernel) * scale + shift), rate)
         factor = rate / jnp.where(alive, keep, 1.0) if inverted else keep * rate
         factor = jnp.where(alive, factor, 0.0)
     mean = matmul(x, kernel)
     if not inverted:
         mean = mean * jnp.asarray(keep, mean.dtype)
     var = jnp.asarray(factor, mean.dtype) * matmul(x * x, kernel * kernel)
-    positive = var > 0
-    std = jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
+    std = safe_sqrt(var)
     z = _bits.standard_normal(key, (num_samples, *mean.shape)).astype(mean.dtype)
     out = jnp.mean(activation(mean + std * z + shift), axis=0)
-    return _mask.poison_invalid(out, rate)
+    return _rate.poison_invalid(out, rate)
 
 
 def drop_connect_tree(
@@ -404,16 +424,16 @@ def drop_connect_tree(
     """
     fn = "drop_connect_tree"
     rate = check_probability(fn, "rate", rate)
-    key = _mask.check_key_for(fn, key, rate)
+    key = _rate.check_key_for(fn, key, rate)
     leaves, treedef = jax.tree.flatten(params)
     mask = resolve_where(fn, params, kernels_only if where is None else where)
     selected = jax.tree.leaves(mask)
-    if (isinstance(rate, float) and rate == 0.0) or not any(selected):
+    if _rate.static(rate) == 0.0 or not any(selected):
         return params
-    dropped_all = isinstance(rate, float) and rate == 1.0
+    dropped_all = _rate.static(rate) == 1.0
     keys = [None] * len(leaves) if dropped_all else jax.random.split(key, len(leaves))
     out = [
-        (jnp.zeros_like(v) if dropped_all else _masked(k, v, rate)) if sel else v
+        (jnp.zeros_like(v) if dropped_all else _drop_weights(k, v, rate)) if sel else v
         for k, v, sel in zip(keys, leaves, selected, strict=True)
     ]
     return jax.tree.unflatten(treedef, out)

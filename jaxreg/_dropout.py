@@ -5,16 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
-from jaxreg import _mask
-from jaxreg._checks import check_float_array, check_probability, fail, normalize_axes
+from jaxreg import _mask, _rate
+from jaxreg._checks import (
+    check_bool,
+    check_channel_axis,
+    check_float_array,
+    check_probability,
+    fail,
+    normalize_axes,
+)
+from jaxreg._types import Array
 
-Array = jax.Array
 
-
-def masked(
+def drop_units(
     fn: str,
     key: Any,
     x: Any,
@@ -25,13 +30,21 @@ def masked(
     inverted: bool = True,
     sampler: str = "exact",
 ) -> Array:
-    """Validates, draws one keep-mask at the (possibly reduced) mask shape, applies it."""
-    key, x, rate, early = _mask.prologue(fn, key, x, rate)
+    """The dropout ops' shared body: validate, draw one keep-mask, apply it.
+
+    The mask is drawn at the (possibly reduced) mask shape; ``fn`` names the public op
+    in errors.
+    """
+    key, x, rate, early = _rate.check_op_args(fn, key, x, rate)
     sampler = _mask.check_sampler(fn, sampler)
+    inverted = check_bool(fn, "inverted", inverted)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
     if early is not None:
         return early
-    return _mask.drop(key, x, rate, shape, inverted=inverted, sampler=sampler)
+    return _mask.draw_and_apply(key, x, rate, shape, inverted=inverted, sampler=sampler)
+
+
+masked = drop_units  # the former name, for branches still in flight
 
 
 def dropout(
@@ -52,9 +65,14 @@ def dropout(
     ``1 - rate`` at inference (``scale_for_inference``). Both have the same expectation.
 
     The mask equals ``flax.linen.Dropout``'s (and ``jax.random.bernoulli(key, 1 - rate,
-    shape)``) for the same key and rate, and so does the output, bit for bit for a
-    Python rate. An array rate ``r`` keeps with probability ``1 - r`` in float32: flax
-    at ``float(r)`` bit for bit (see the README for the comparison with the decimal).
+    shape)``) for the same key and rate, also under ``jax_enable_x64``, and so does the
+    output, bit for bit for a Python rate. An array rate ``r`` keeps with probability
+    ``1 - r`` in float32: flax at ``float(r)`` bit for bit (see the README for the
+    comparison with the decimal). One exception, for both: where flax's division by
+    ``1 - rate`` would be biased (keep probabilities below 1/8 that the 23-bit threshold
+    rounds by more than a relative 2**-20, e.g. ``rate = 1 - 1e-12``; every rate up to
+    0.875 is exact) kept units are divided by the realised keep probability instead, so
+    every rate gives an unbiased output.
 
     Args:
       key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``). ``jax.vmap``
@@ -68,11 +86,12 @@ def dropout(
       broadcast_dims: axes along which one mask value is shared (flax's argument).
       noise_shape: Keras-style alternative to ``broadcast_dims``: one entry per axis,
         1 to share along it, the axis size or None to draw independently.
-      inverted: scale kept units by 1/(1 - rate) (True) or not (False).
+      inverted: scale kept units by 1/(1 - rate) (True) or not (False); a Python bool.
       sampler: ``"exact"`` (default): flax's and ``jax.random.bernoulli``'s mask.
         ``"fast"``: 8-bit thresholds, eight draws per hash (faster, see ``bench/``); the
-        drop rate is rounded to a multiple of 1/256 and kept units are divided by the
-        realised keep probability, so the output stays unbiased.
+        drop rate is rounded to a multiple of 1/256 (at least 1/256 kept for every rate
+        below 1) and kept units are divided by the realised keep probability, so the
+        output stays unbiased.
 
     Returns:
       An array of ``x``'s shape and dtype.
@@ -87,7 +106,7 @@ def dropout(
       Srivastava, Hinton, Krizhevsky, Sutskever, Salakhutdinov. "Dropout: A Simple Way
       to Prevent Neural Networks from Overfitting." JMLR 15, 2014.
     """
-    return masked(
+    return drop_units(
         "dropout",
         key,
         x,
@@ -111,6 +130,8 @@ def scale_for_inference(x: Array, *, rate: float | Array) -> Array:
 
     Returns:
       ``x * (1 - rate)`` in ``x``'s dtype (NaN for a traced rate outside [0, 1]).
+      Rate 1 gives zeros, also where ``x`` is inf or NaN (every unit was dropped in
+      training), with zero gradients.
 
     References:
       Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
@@ -119,9 +140,12 @@ def scale_for_inference(x: Array, *, rate: float | Array) -> Array:
     fn = "scale_for_inference"
     x = check_float_array(fn, "x", x)
     rate = check_probability(fn, "rate", rate)
-    if isinstance(rate, float):
+    if _rate.static(rate) == 1.0:
+        return jnp.zeros_like(x)
+    if _rate.static(rate) is not None:
         return x * (1.0 - rate)
-    return _mask.poison_invalid(x * (1.0 - rate).astype(x.dtype), rate)
+    alive = jnp.where(rate < 1.0, x, jnp.zeros((), x.dtype))  # no 0 * inf at rate 1
+    return _rate.poison_invalid(alive * (1.0 - rate).astype(x.dtype), rate)
 
 
 def spatial_dropout(
@@ -160,15 +184,9 @@ def spatial_dropout(
             f"x must have rank >= 3 (batch, spatial..., channels), got shape {jnp.shape(x)}. "
             "For (batch, features) inputs use jaxreg.dropout.",
         )
-    (channel,) = normalize_axes(fn, "channel_axis", channel_axis, ndim)
-    if channel == 0:
-        raise fail(
-            fn,
-            f"channel_axis must not be 0 (the batch axis), got {channel_axis}; "
-            "channels are the last axis (-1) or axis 1.",
-        )
+    channel = check_channel_axis(fn, channel_axis, ndim)
     shared = tuple(d for d in range(1, ndim) if d != channel)
-    return masked(fn, key, x, rate, broadcast_dims=shared, sampler=sampler)
+    return drop_units(fn, key, x, rate, broadcast_dims=shared, sampler=sampler)
 
 
 def variational_dropout(
@@ -211,4 +229,4 @@ def variational_dropout(
     if jnp.ndim(x) < 2:
         raise fail(fn, f"x must have a time axis and a feature axis, got shape {jnp.shape(x)}.")
     (time,) = normalize_axes(fn, "time_axis", time_axis, jnp.ndim(x))
-    return masked(fn, key, x, rate, broadcast_dims=(time,), sampler=sampler)
+    return drop_units(fn, key, x, rate, broadcast_dims=(time,), sampler=sampler)

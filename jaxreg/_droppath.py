@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import jax
 import jax.numpy as jnp
 
 from jaxreg._checks import (
@@ -14,9 +13,8 @@ from jaxreg._checks import (
     fail,
     is_python_number,
 )
-from jaxreg._dropout import masked
-
-Array = jax.Array
+from jaxreg._dropout import drop_units
+from jaxreg._types import Array
 
 
 def drop_path(
@@ -58,7 +56,7 @@ def drop_path(
         shared = tuple(range(1, ndim))
     else:
         shared = tuple(range(ndim))
-    return masked(fn, key, x, rate, broadcast_dims=shared, inverted=inverted)
+    return drop_units(fn, key, x, rate, broadcast_dims=shared, inverted=inverted)
 
 
 def drop_path_rates(

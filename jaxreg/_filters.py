@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg._checks import check_same_structure, fail
+from jaxreg._checks import check_regex, check_same_structure, describe, fail
+from jaxreg._types import PyTree
 
-PyTree = Any
 Where = PyTree | Callable[[PyTree], PyTree] | None
 
 # Leaf names that are never kernels: biases and the learned scale/offset of norm layers.
@@ -141,13 +141,7 @@ def by_path(params: PyTree, pattern: str | re.Pattern[str]) -> PyTree:
       >>> jaxreg.by_path(params, r"^enc/")
       {'dec': {'w': False}, 'enc': {'w': True}}
     """
-    if not isinstance(pattern, (str, re.Pattern)):
-        raise fail(
-            "by_path",
-            f"pattern must be a regex string, got {type(pattern).__name__}.",
-            exc=TypeError,
-        )
-    regex = re.compile(pattern)
+    regex = check_regex("by_path", "pattern", pattern)
     return _map_with_names(
         lambda names, leaf: is_float_array(leaf) and regex.search("/".join(names)) is not None,
         params,
@@ -168,7 +162,7 @@ def _check_bool(fn: str, path: tuple[Any, ...], flag: Any) -> bool:
         return bool(flag)
     raise fail(
         fn,
-        f"where must hold one bool per parameter leaf, got {type(flag).__name__} at "
+        f"where must hold one bool per parameter leaf, got {describe(flag)} at "
         f"{path_string(path)!r}.",
         exc=TypeError,
     )
@@ -202,6 +196,10 @@ def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
         is_mask = not jax.tree_util.treedef_is_leaf(where_def) and (
             where_def == jax.tree_util.tree_structure(params)
         )
+        if callable(where) and not is_mask and not jax.tree_util.treedef_is_leaf(where_def):
+            # A callable pytree of another structure: an equinox module of bools (e.g.
+            # kernels_only(model)) against filtered params. Calling it would run the model.
+            check_same_structure(fn, "where", where, params)
         mask = where(params) if callable(where) and not is_mask else where
         check_same_structure(fn, "where", mask, params)
         mask = jax.tree_util.tree_map_with_path(lambda p, f: _check_bool(fn, p, f), mask)

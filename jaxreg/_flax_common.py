@@ -19,7 +19,7 @@ from jax import lax
 
 from jaxreg._checks import check_choice, fail
 from jaxreg._dropconnect import drop_connect_dense, drop_connect_inference
-from jaxreg._mask import needs_key
+from jaxreg._rate import needs_key
 
 _CORE_PREFIX = re.compile(r"^jaxreg\.[\w.]+: ")
 

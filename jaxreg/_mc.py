@@ -8,10 +8,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg import _bits
-from jaxreg._checks import check_positive_int, fail
+from jaxreg._checks import check_callable, check_key, check_positive_int, fail
+from jaxreg._types import Array
 
-Array = jax.Array
+
+def _moment_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """float32 for int and bool outputs (and narrower floats); wider floats stay."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _output_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """Floating outputs keep their dtype; int and bool ones get float32 moments."""
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else _moment_dtype(dtype)
 
 
 def _moments(outputs: Any, valid: Array) -> tuple[Array, Any, Any]:
@@ -19,7 +27,7 @@ def _moments(outputs: Any, valid: Array) -> tuple[Array, Any, Any]:
     count = jnp.sum(valid, dtype=jnp.float32)
 
     def mean(y):
-        y = y.astype(jnp.promote_types(y.dtype, jnp.float32))
+        y = y.astype(_moment_dtype(y.dtype))
         w = valid.reshape((-1,) + (1,) * (y.ndim - 1))
         return jnp.sum(jnp.where(w, y, 0), axis=0) / jnp.maximum(count, 1.0)
 
@@ -52,6 +60,30 @@ def _combine(a: tuple, b: tuple) -> tuple:
     )
 
 
+def _trace_once(name: str, fn: Callable[..., Any], key: Array, args: tuple) -> Any:
+    """The output structure of ``fn(key, *args)``; a failure names mc_predict's contract."""
+    try:
+        return jax.eval_shape(lambda k: fn(k, *args), jax.ShapeDtypeStruct((), key.dtype))
+    except Exception as err:
+        swapped = any(
+            jnp.issubdtype(getattr(a, "dtype", jnp.float32), jax.dtypes.prng_key) for a in args
+        )
+        hint = (
+            " One of *args is a PRNG key: pass the key to mc_predict itself, as its second "
+            "argument, and let fn take it first."
+            if swapped
+            else ""
+        )
+        raise fail(
+            name,
+            f"calling fn(key, *args) with a single PRNG key first failed: "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} fn must "
+            f"take the key as its first argument, then *args: fn(key, *args), e.g. "
+            f"lambda key, x: model(x, key).{hint}",
+            exc=type(err) if isinstance(err, (TypeError, ValueError)) else TypeError,
+        ) from err
+
+
 def mc_predict(
     fn: Callable[..., Any],
     key: Any,
@@ -77,7 +109,8 @@ def mc_predict(
 
     Returns:
       ``(mean, variance)``, pytrees like ``fn``'s output, in its dtypes (accumulated in at
-      least float32).
+      least float32); for integer or bool outputs (e.g. predicted classes or
+      indicators) the moments are float32, never truncated to the output's dtype.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxreg
@@ -91,9 +124,8 @@ def mc_predict(
       Uncertainty in Deep Learning." ICML 2016.
     """
     name = "mc_predict"
-    if not callable(fn):
-        raise fail(name, f"fn must be callable, got {type(fn).__name__}.", exc=TypeError)
-    key = _bits.check_key(name, key)
+    check_callable(name, "fn", fn, "fn(key, *args)")
+    key = check_key(name, key)
     num_samples = check_positive_int(name, "num_samples", num_samples)
     chunk = (
         num_samples if chunk_size is None else check_positive_int(name, "chunk_size", chunk_size)
@@ -104,18 +136,16 @@ def mc_predict(
     # used once; the last block's surplus samples are computed and masked out.
     keys = jax.random.split(key, blocks * chunk).reshape(blocks, chunk)
     valid = (jnp.arange(blocks * chunk) < num_samples).reshape(blocks, chunk)
-    template = jax.eval_shape(lambda k: fn(k, *args), jax.ShapeDtypeStruct((), key.dtype))
+    template = _trace_once(name, fn, key, args)
 
     def body(stats, block):
         block_keys, block_valid = block
         outputs = jax.vmap(lambda k: fn(k, *args))(block_keys)
         return _combine(stats, _moments(outputs, block_valid)), None
 
-    zeros = jax.tree.map(
-        lambda t: jnp.zeros(t.shape, jnp.promote_types(t.dtype, jnp.float32)), template
-    )
+    zeros = jax.tree.map(lambda t: jnp.zeros(t.shape, _moment_dtype(t.dtype)), template)
     init = (jnp.float32(0.0), zeros, zeros)
     (_, mean, m2), _ = jax.lax.scan(body, init, (keys, valid))
-    mean = jax.tree.map(lambda v, t: v.astype(t.dtype), mean, template)
-    var = jax.tree.map(lambda v, t: (v / num_samples).astype(t.dtype), m2, template)
+    mean = jax.tree.map(lambda v, t: v.astype(_output_dtype(t.dtype)), mean, template)
+    var = jax.tree.map(lambda v, t: (v / num_samples).astype(_output_dtype(t.dtype)), m2, template)
     return mean, var

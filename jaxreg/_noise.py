@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg import _bits, _mask
-
-Array = jax.Array
+from jaxreg import _bits, _mask, _rate
+from jaxreg._numerics import nonzero_or_one, safe_sqrt
+from jaxreg._types import Array
 
 # SELU's negative saturation value -lambda * alpha (Klambauer et al. 2017).
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -24,7 +23,9 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
 
     Each unit is multiplied by an independent ``N(1, rate / (1 - rate))`` sample: the
     same mean and variance as inverted dropout's ``Bernoulli(1 - rate) / (1 - rate)``.
-    The noise is drawn in float32 and cast to ``x``'s dtype.
+    The noise is drawn and multiplied in float32 (or ``x``'s dtype where wider), then
+    rounded once to ``x``'s dtype, so half-precision inputs near rate 1 overflow to
+    inf where the product does, never to ``0 * inf = NaN``.
 
     Args:
       key: a PRNG key.
@@ -39,22 +40,22 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
       Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
       Overfitting." JMLR 15, 2014, section 10 (multiplicative Gaussian noise).
     """
-    key, x, rate, early = _mask.prologue("gaussian_dropout", key, x, rate)
+    key, x, rate, early = _rate.check_op_args("gaussian_dropout", key, x, rate)
     if early is not None:
         return early
-    if isinstance(rate, float):
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    if _rate.static(rate) is not None:
         sigma = np.float32(np.sqrt(rate / (1.0 - rate)))
         noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
-        return x * noise.astype(x.dtype)
+        return (x.astype(wide) * noise.astype(wide)).astype(x.dtype)
     keep = 1.0 - rate
     alive = keep > 0.0
-    variance = rate / jnp.where(alive, keep, 1.0)
-    # sqrt has an infinite derivative at 0: keep d/d(rate) finite at rate = 0.
-    positive = variance > 0.0
-    sigma = jnp.where(positive, jnp.sqrt(jnp.where(positive, variance, 1.0)), 0.0)
+    # sqrt has an infinite derivative at 0: safe_sqrt keeps d/d(rate) finite at rate 0.
+    sigma = safe_sqrt(rate / nonzero_or_one(keep))
     noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
-    out = jnp.where(alive, x * noise.astype(x.dtype), jnp.zeros((), x.dtype))
-    return _mask.poison_invalid(out, rate)
+    x = jnp.where(alive, x, jnp.zeros((), x.dtype))  # rate 1: no inf * 0 in the gradient
+    out = (x.astype(wide) * noise.astype(wide)).astype(x.dtype)
+    return _rate.poison_invalid(out, rate)
 
 
 def alpha_dropout(
@@ -97,12 +98,12 @@ def alpha_dropout(
       NeurIPS 2017.
     """
     fn = "alpha_dropout"
-    key, x, rate, early = _mask.prologue(fn, key, x, rate)
+    key, x, rate, early = _rate.check_op_args(fn, key, x, rate)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
     if early is not None:
         return early
     q = 1.0 - rate
-    if not isinstance(rate, float):
+    if _rate.static(rate) is None:
         q = jnp.where(q > 0.0, q, 1.0)  # rate 1 is zeroed below; keep a, b finite
     a = (q + ALPHA_PRIME**2 * q * (1.0 - q)) ** -0.5
     b = -a * (1.0 - q) * ALPHA_PRIME
@@ -110,6 +111,6 @@ def alpha_dropout(
     a = jnp.asarray(a).astype(x.dtype)
     b = jnp.asarray(b).astype(x.dtype)
     out = a * jnp.where(keep, x, jnp.asarray(ALPHA_PRIME, x.dtype)) + b
-    if not isinstance(rate, float):
+    if _rate.static(rate) is None:
         out = jnp.where(rate < 1.0, out, jnp.zeros((), x.dtype))
-    return _mask.poison_invalid(out, rate)
+    return _rate.poison_invalid(out, rate)

@@ -9,7 +9,6 @@ loss. Coefficients follow Keras and the textbook convention, without a factor 1/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -17,37 +16,25 @@ import jax.numpy as jnp
 
 from jaxreg._checks import (
     check_choice,
+    check_has_arrays,
     check_scalar_nonnegative,
     fail,
     normalize_leaf_axes,
     poison_negative,
 )
-from jaxreg._filters import PyTree, Where, path_string, resolve_where
-
-Array = jax.Array
-Strength = float | Array
-Axis = int | Sequence[int]
+from jaxreg._filters import Where, path_string, resolve_where
+from jaxreg._numerics import abs_with_sign_gradient, accumulation_dtype, safe_divide, safe_norm
+from jaxreg._types import Array, Axis, PyTree, Strength
 
 
-def accumulation_dtype(x: Array) -> jnp.dtype:
-    """float32, or the leaf's dtype where it is wider (float64 under x64)."""
-    return jnp.promote_types(x.dtype, jnp.float32)
+def selection(fn: str, params: PyTree, where: Where) -> PyTree:
+    """``resolve_where``, rejecting a ``where=None`` params tree of Python numbers only.
 
-
-def abs_with_sign_gradient(x: Array) -> Array:
-    """``|x|`` written as ``x * sign(x)``: its JAX gradient is ``sign(x)``, 0 at 0.
-
-    ``jnp.abs`` has gradient 1 at 0, which would push exact zeros (made by
-    ``prox_l1``) away again; ``sign(x)`` is the minimum-norm subgradient.
+    Such a tree would select nothing (only arrays are parameters) and give 0.
     """
-    return x * jax.lax.stop_gradient(jnp.sign(x))
-
-
-def safe_norm(x: Array, axes: tuple[int, ...]) -> Array:
-    """Euclidean norm over ``axes`` (kept as size-1 axes), with gradient 0 at 0."""
-    sq = jnp.sum(jnp.square(x), axis=axes, keepdims=True)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+    if where is None:
+        check_has_arrays(fn, params)
+    return resolve_where(fn, params, where)
 
 
 def group_norms(fn: str, leaf: str, w: Array, axis: Axis) -> tuple[Array, Array]:
@@ -62,23 +49,13 @@ def group_norms(fn: str, leaf: str, w: Array, axis: Axis) -> tuple[Array, Array]
     return x, safe_norm(x, axes)
 
 
-def safe_divide(x: Array, norm: Array) -> Array:
-    """``x / norm`` where ``norm > 0``, and 0 where ``norm == 0``, with finite gradients.
-
-    ``norm`` is a non-negative ``safe_norm`` of ``x`` (broadcast against it), so it is
-    0 only where ``x`` is: a zero vector has no direction and stays zero.
-    """
-    positive = norm > 0
-    return jnp.where(positive, x / jnp.where(positive, norm, 1.0), 0.0)
-
-
 def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Strength) -> Array:
     """``strength * sum(term(path, leaf))`` over the selected leaves, in float32 or wider.
 
     ``term`` receives the leaf's ``/``-joined path (for error messages) and the leaf
     cast to ``accumulation_dtype``, and returns a scalar.
     """
-    mask = resolve_where(fn, params, where)
+    mask = selection(fn, params, where)
     total = jnp.zeros((), jnp.float32)
     for (path, leaf), m in zip(
         jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask), strict=True
@@ -105,7 +82,9 @@ def l1_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
         leaf. Unselected leaves contribute 0.
 
     Returns:
-      A scalar in float32 (or wider if the parameters are wider).
+      A scalar in float32 (or wider if the parameters are wider). A Python ``inf``
+      strength is rejected; a traced negative or NaN strength makes the value and the
+      gradient NaN.
 
     Example:
       >>> import jax.numpy as jnp, jaxreg
@@ -116,7 +95,7 @@ def l1_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
       Tibshirani. "Regression Shrinkage and Selection via the Lasso." JRSS B 58(1), 1996.
     """
     fn = "l1_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength)
+    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
     return _total(fn, params, where, lambda _, x: jnp.sum(abs_with_sign_gradient(x)), strength)
 
 
@@ -151,7 +130,7 @@ def l2_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
       why L2 and weight decay differ for adaptive optimizers).
     """
     fn = "l2_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength)
+    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
     return _total(fn, params, where, lambda _, x: jnp.sum(jnp.square(x)), strength)
 
 
@@ -179,9 +158,9 @@ def elastic_net_penalty(
       JRSS B 67(2), 2005.
     """
     fn = "elastic_net_penalty"
-    l1 = check_scalar_nonnegative(fn, "l1", l1)
-    l2 = check_scalar_nonnegative(fn, "l2", l2)
-    mask = resolve_where(fn, params, where)
+    l1 = check_scalar_nonnegative(fn, "l1", l1, finite=True)
+    l2 = check_scalar_nonnegative(fn, "l2", l2, finite=True)
+    mask = selection(fn, params, where)
     return l1_penalty(params, strength=l1, where=mask) + l2_penalty(params, strength=l2, where=mask)
 
 
@@ -213,7 +192,7 @@ def group_lasso_penalty(
       Variables." JRSS B 68(1), 2006.
     """
     fn = "group_lasso_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength)
+    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
 
     def term(path: str, x: Array) -> Array:
         return jnp.sum(group_norms(fn, path, x, axis)[1])
@@ -273,7 +252,7 @@ def orthogonal_penalty(
       Training Deep CNNs?" NeurIPS 2018.
     """
     fn = "orthogonal_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength)
+    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
     mode = check_choice(fn, "mode", mode, ORTHOGONAL_MODES)
 
     def term(path: str, x: Array) -> Array:

@@ -11,14 +11,13 @@ result once to the leaf's dtype: bf16 in, bf16 out.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxreg._checks import check_scalar_nonnegative, poison_negative
-from jaxreg._filters import PyTree, Where, map_selected, path_string, resolve_where
-from jaxreg._penalties import Axis, Strength, accumulation_dtype, group_norms
-
-Array = jax.Array
+from jaxreg._filters import Where, map_selected, path_string
+from jaxreg._numerics import accumulation_dtype, nonzero_or_one
+from jaxreg._penalties import group_norms, selection
+from jaxreg._types import Array, Axis, PyTree, Strength
 
 
 def soft_threshold(x: Array, threshold: float | Array) -> Array:
@@ -56,7 +55,7 @@ def prox_l1(params: PyTree, *, threshold: Strength, where: Where = None) -> PyTr
     """
     fn = "prox_l1"
     t = check_scalar_nonnegative(fn, "threshold", threshold)
-    mask = resolve_where(fn, params, where)
+    mask = selection(fn, params, where)
 
     def prox(_: object, w: Array) -> Array:
         out = soft_threshold(w.astype(accumulation_dtype(w)), t)
@@ -90,7 +89,7 @@ def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where
     fn = "prox_elastic_net"
     l1 = check_scalar_nonnegative(fn, "l1", l1)
     l2 = check_scalar_nonnegative(fn, "l2", l2)
-    mask = resolve_where(fn, params, where)
+    mask = selection(fn, params, where)
 
     def prox(_: object, w: Array) -> Array:
         x = w.astype(accumulation_dtype(w))
@@ -127,12 +126,12 @@ def prox_group_lasso(
     """
     fn = "prox_group_lasso"
     t = check_scalar_nonnegative(fn, "threshold", threshold)
-    mask = resolve_where(fn, params, where)
+    mask = selection(fn, params, where)
 
     def prox(path: tuple, w: Array) -> Array:
         x, norm = group_norms(fn, path_string(path), w, axis)
         keep = norm > t
-        scale = jnp.where(keep, 1.0 - t / jnp.where(keep, norm, 1.0), 0.0)
+        scale = jnp.where(keep, 1.0 - t / nonzero_or_one(norm), 0.0)
         return poison_negative((x * scale).astype(w.dtype), t)
 
     return map_selected(prox, params, mask)

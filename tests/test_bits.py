@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxreg import _bits
+from jaxreg import _bits, _checks
 
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 0, 3), (2, 1, 3, 1, 5), (1001,), (64, 257)]
 
@@ -14,13 +14,13 @@ SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 0, 3), (2, 1, 3, 1, 5), (
 @pytest.mark.parametrize("legacy", [False, True], ids=["typed", "legacy"])
 def test_bits_equal_jax_random_bits(shape, legacy):
     key = jax.random.PRNGKey(42) if legacy else jax.random.key(42)
-    typed = _bits.check_key("test", key)
+    typed = _checks.check_key("test", key)
     expected = jax.random.bits(jax.random.PRNGKey(42) if legacy else jax.random.key(42), shape)
     got = _bits.random_bits(typed, shape)
     assert got.dtype == jnp.uint32 and got.shape == shape
     np.testing.assert_array_equal(got, expected)
     jitted = jax.jit(_bits.random_bits, static_argnums=1)(
-        _bits.check_key("test", jax.random.key(42)), shape
+        _checks.check_key("test", jax.random.key(42)), shape
     )
     np.testing.assert_array_equal(jitted, expected)
 
@@ -93,11 +93,11 @@ def test_threefry_known_answer():
 
 
 def test_check_key_errors():
-    with pytest.raises(TypeError, match=r"jaxreg\.f: key must be a PRNG key .* got int"):
-        _bits.check_key("f", 3)
+    with pytest.raises(TypeError, match=r"jaxreg\.f: key must be a PRNG key .* got 3 \(an int\)"):
+        _checks.check_key("f", 3)
     with pytest.raises(TypeError, match="got an array of dtype float32"):
-        _bits.check_key("f", jnp.zeros(2))
+        _checks.check_key("f", jnp.zeros(2))
     with pytest.raises(ValueError, match=r"shape \(2,\), got shape \(2, 2\)"):
-        _bits.check_key("f", jnp.zeros((2, 2), jnp.uint32))
+        _checks.check_key("f", jnp.zeros((2, 2), jnp.uint32))
     with pytest.raises(ValueError, match=r"key array of shape \(3,\)"):
-        _bits.check_key("f", jax.random.split(jax.random.key(0), 3))
+        _checks.check_key("f", jax.random.split(jax.random.key(0), 3))

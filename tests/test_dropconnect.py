@@ -339,7 +339,7 @@ def _infer(**kw):
         (
             lambda: _infer(method="mc"),
             ValueError,
-            r"method must be 'moments' or 'scale', got 'mc'",
+            r"method must be one of 'moments', 'scale', got 'mc'",
         ),
         (
             lambda: jaxreg.drop_connect_tree(
@@ -390,12 +390,12 @@ def test_rate_one_dense_gives_bias_and_zero_kernel_gradients():
 
 @pytest.mark.parametrize("shape", [(3, 1), (2, 32), (4, 70), (2, 3, 65)])
 def test_pack_bits_round_trip_is_exact(shape):
-    from jaxreg import _mask
+    from jaxreg import _bits
 
     mask = jax.random.bernoulli(jax.random.key(32), 0.4, shape)
-    words = _mask.pack_bits(mask)
+    words = _bits.pack_bits(mask)
     assert words.shape == (*shape[:-1], -(-shape[-1] // 32)) and words.dtype == jnp.uint32
-    np.testing.assert_array_equal(_mask.unpack_bits(words, shape[-1]), mask)
+    np.testing.assert_array_equal(_bits.unpack_bits(words, shape[-1]), mask)
     # Bit k of word w is element 32 w + k.
     flat = np.asarray(mask).reshape(-1, shape[-1])[0]
     np.testing.assert_array_equal(
