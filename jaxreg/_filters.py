@@ -214,7 +214,7 @@ def check_where_type(fn: str, where: Any) -> None:
     if isinstance(where, (str, re.Pattern)):
         raise _string_where(fn, where)
     if isinstance(where, (bool, np.bool_)):
-        raise fail(fn, f"where must be None, a callable or a pytree of bools, got {where!r}. "
+        raise fail(fn, f"where must be None, a callable or a pytree of bools, got {bool(where)}. "
                    + LONE_BOOL_REASON, exc=TypeError)
     for path, flag in jax.tree_util.tree_leaves_with_path(where):
         _check_bool(fn, path, flag)
@@ -285,7 +285,7 @@ def resolve_where(fn: str, params: PyTree, where: Where, *, complex_ok: bool = F
         if isinstance(selected, (bool, np.bool_)) and _is_pytree_node(params):
             raise fail(
                 fn,
-                f"where must have one bool per parameter leaf, got {selected!r} for a "
+                f"where must have one bool per parameter leaf, got {bool(selected)} for a "
                 f"params pytree with {len(jax.tree_util.tree_leaves(params))} leaves. "
                 + LONE_BOOL_REASON,
                 exc=TypeError,
