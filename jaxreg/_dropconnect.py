@@ -316,9 +316,7 @@ def drop_connect_tree(
     rate = check_probability(fn, "rate", rate)
     key = _mask.check_key_for(fn, key, rate)
     leaves, treedef = jax.tree.flatten(params)
-    selected = jax.tree.leaves(
-        resolve_where(fn, params, kernels_only if where is None else where)
-    )
+    selected = jax.tree.leaves(resolve_where(fn, params, kernels_only if where is None else where))
     if (isinstance(rate, float) and rate == 0.0) or not any(selected):
         return params
     dropped_all = isinstance(rate, float) and rate == 1.0

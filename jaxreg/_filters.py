@@ -214,8 +214,12 @@ def check_where_type(fn: str, where: Any) -> None:
     if isinstance(where, (str, re.Pattern)):
         raise _string_where(fn, where)
     if isinstance(where, (bool, np.bool_)):
-        raise fail(fn, f"where must be None, a callable or a pytree of bools, got {bool(where)}. "
-                   + LONE_BOOL_REASON, exc=TypeError)
+        raise fail(
+            fn,
+            f"where must be None, a callable or a pytree of bools, got {bool(where)}. "
+            + LONE_BOOL_REASON,
+            exc=TypeError,
+        )
     for path, flag in jax.tree_util.tree_leaves_with_path(where):
         _check_bool(fn, path, flag)
 

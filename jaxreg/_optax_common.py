@@ -70,8 +70,9 @@ def check_hyperparameter(fn: str, name: str, value: Any) -> ScalarOrSchedule:
         return value
     if isinstance(value, str):
         raise fail(
-            fn, f"{name} must be a number, a scalar array or a schedule, got "
-            f"{describe(value)}.", exc=TypeError
+            fn,
+            f"{name} must be a number, a scalar array or a schedule, got {describe(value)}.",
+            exc=TypeError,
         )
     out = check_scalar_nonnegative(fn, name, value)
     check_finite(fn, name, out)

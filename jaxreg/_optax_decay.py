@@ -165,7 +165,8 @@ def with_decoupled_weight_decay(
       Algorithms 1 and 2.
     """
     fn = "optax.with_decoupled_weight_decay"
-    if not (callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))):
+    methods = (getattr(optimizer, "init", None), getattr(optimizer, "update", None))
+    if not all(callable(m) for m in methods):
         raise fail(
             fn,
             f"optimizer must be an optax.GradientTransformation, got {describe(optimizer)}. "

@@ -32,7 +32,7 @@ construction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import optax
@@ -109,7 +109,8 @@ def add_penalty(
     """
     fn = "optax.add_penalty"
     check_callable(fn, "penalty", penalty)
-    check_signature(fn, "penalty", penalty, ("where",) if strength is None else ("where", "strength"))
+    passed = ("where",) if strength is None else ("where", "strength")
+    check_signature(fn, "penalty", penalty, passed)
     if strength is not None:
         strength = check_hyperparameter(fn, "strength", strength)
     check_where_type(fn, where)
@@ -287,7 +288,8 @@ def proximal_group_lasso(
     strength = check_hyperparameter(fn, "strength", strength)
     if hasattr(axis, "dtype"):
         raise fail(
-            fn, f"axis must be an int or a tuple of ints, got an array {axis!r}.{STATIC_ARGS_HINT}",
+            fn,
+            f"axis must be an int or a tuple of ints, got an array {axis!r}.{STATIC_ARGS_HINT}",
             exc=TypeError,
         )
 

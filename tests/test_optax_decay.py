@@ -26,7 +26,8 @@ def loss(p):
     return jnp.mean((X @ p["dense"]["kernel"] + p["dense"]["bias"] - Y) ** 2)
 
 
-def run(tx, params=PARAMS, steps=6, grad=jax.grad(loss)):
+def run(tx, params=PARAMS, steps=6, grad=None):
+    grad = jax.grad(loss) if grad is None else grad
     state = tx.init(params)
     update = jax.jit(tx.update)
     for _ in range(steps):
