@@ -6,18 +6,19 @@ median time (and the spread between the 10th and 90th percentiles) after warm-up
 compile time apart, ratios to plain dense measured in this process, and XLA's compiled
 memory analysis (temp = scratch the program needs beyond its arguments and outputs).
 
-Run: .venv/bin/python bench/dropconnect.py [--repeats N]
+Run: .venv/bin/python bench/dropconnect.py [--repeats N] [--quick]
+(``--quick``: 3 repeats, 2 for the per-example rows.)
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _harness import argument_parser
 
 import jaxreg
 
@@ -77,9 +78,11 @@ def measure(f, args, repeats):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=20)
     args_ = parser.parse_args()
+    if args_.quick:
+        args_.repeats = 3
     x = jax.random.normal(jax.random.key(1), (B, IN))
     kernel = jax.random.normal(jax.random.key(2), (IN, OUT)) / 32
     bias = jnp.zeros((OUT,))
@@ -90,7 +93,8 @@ def main() -> None:
     for name, f in (("plain dense", dense), ("shared mask", shared), ("per-example", per_example)):
         for mode, g in (("forward", f), ("fwd+bwd", fwd_bwd(f))):
             slow = name == "per-example"
-            r = measure(g, args, max(5, args_.repeats // 4) if slow else args_.repeats)
+            few = 2 if args_.quick else max(5, args_.repeats // 4)
+            r = measure(g, args, few if slow else args_.repeats)
             results[name, mode] = r
             rows.append((name, mode, r))
     print(
