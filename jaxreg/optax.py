@@ -46,6 +46,7 @@ from jaxreg._optax_common import (
     check_callable,
     check_hyperparameter,
     check_signature,
+    errors_named,
     init_count,
     poison,
     require_params,
@@ -132,7 +133,8 @@ def add_penalty(
             tree = jax.tree_util.tree_unflatten(treedef, full)
             return penalty(tree, where=selected, **kwargs)
 
-        grads = jax.grad(value)([leaves[i] for i in chosen])
+        with errors_named(fn):
+            grads = jax.grad(value)([leaves[i] for i in chosen])
         out = jax.tree_util.tree_leaves(updates)
         for i, g in zip(chosen, grads, strict=True):
             out[i] = out[i] + g.astype(out[i].dtype)
@@ -164,7 +166,8 @@ def _replace_step(
         candidate = jax.tree_util.tree_map(
             lambda c, p, u: p + u.astype(p.dtype) if c else p, selected, params, updates
         )
-        target, values = project(candidate, selected, state.count if counted else None)
+        with errors_named(fn):
+            target, values = project(candidate, selected, state.count if counted else None)
         new_updates = jax.tree_util.tree_map(
             lambda c, p, u, t: (t - p).astype(u.dtype) if c else u,
             selected,

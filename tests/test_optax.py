@@ -448,3 +448,15 @@ def test_partial_and_kwargs_penalties_still_pass_the_signature_check():
     jro.add_penalty(functools.partial(jaxreg.elastic_net_penalty, l1=0.1, l2=0.1))
     jro.add_penalty(lambda params, **kw: jaxreg.l2_penalty(params, **kw), 0.1)
     jro.constrain(max)  # a builtin without a signature: nothing to check, no error
+
+
+def test_inner_errors_are_raised_under_the_transforms_name():
+    for tx, inner in [
+        (jro.proximal_group_lasso(0.1, strength=0.1, axis=3), "prox_group_lasso"),
+        (jro.add_penalty(jaxreg.orthogonal_penalty, 0.1), "orthogonal_penalty"),
+        (jro.constrain(functools.partial(jaxreg.max_norm, max_value=1.0, axis=5)), "max_norm"),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"^jaxreg\.optax\.\w+: .* \(raised by jaxreg\.{inner}\)$"
+        ):
+            tx.update(PARAMS, tx.init(PARAMS), PARAMS)
