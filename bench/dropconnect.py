@@ -7,7 +7,7 @@ compile time apart, ratios to plain dense measured in this process, and XLA's co
 memory analysis (temp = scratch the program needs beyond its arguments and outputs).
 
 Run: .venv/bin/python bench/dropconnect.py [--repeats N] [--quick]
-(``--quick``: 3 repeats, 2 for the per-example rows.)
+(``--quick``: one warm-up, 3 repeats, 1 for the per-example rows.)
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def fwd_bwd(f):
     return jax.grad(loss, argnums=(1, 2, 3))
 
 
-def measure(f, args, repeats):
+def measure(f, args, repeats, warmup=2):
     jitted = jax.jit(f)
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    for _ in range(2):
+    for _ in range(warmup):
         jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):
@@ -93,8 +93,8 @@ def main() -> None:
     for name, f in (("plain dense", dense), ("shared mask", shared), ("per-example", per_example)):
         for mode, g in (("forward", f), ("fwd+bwd", fwd_bwd(f))):
             slow = name == "per-example"
-            few = 2 if args_.quick else max(5, args_.repeats // 4)
-            r = measure(g, args, few if slow else args_.repeats)
+            few = 1 if args_.quick else max(5, args_.repeats // 4)
+            r = measure(g, args, few if slow else args_.repeats, 1 if args_.quick else 2)
             results[name, mode] = r
             rows.append((name, mode, r))
     print(

@@ -3,7 +3,9 @@
 Import it explicitly (``import jaxreg.optax``); ``import jaxreg`` never imports optax.
 Every factory returns an ``optax.GradientTransformation`` that needs ``params`` in
 ``update``; its state is a ``ScheduleState`` (the step count at which schedules are
-read), ``optax.EmptyState`` for ``constrain``. Where they go in a chain:
+read), except ``constrain`` (``optax.EmptyState``), ``with_decoupled_weight_decay``
+(``WithDecoupledWeightDecayState``) and ``decoupled_adamw`` (an ``optax.chain``'s
+tuple). Where they go in a chain:
 
 * ``add_penalty`` adds the gradient of a penalty to the gradients: put it *before* the
   optimizer (coupled regularization, like PyTorch's ``SGD(weight_decay=...)``).
