@@ -134,15 +134,16 @@ def gaussian_noise(key: Any, x: Array, *, stddev: float | Array) -> Array:
     x = check_float_array(fn, "x", x)
     stddev = check_scalar_nonnegative(fn, "stddev", stddev)
     if not is_traced(stddev) and not bool(np.isfinite(np.asarray(stddev))):
-        raise fail(fn, f"stddev must be finite, got {stddev!r}.")
+        raise fail(fn, f"stddev must be finite, got {np.asarray(stddev).tolist()!r}.")
     if isinstance(stddev, float) and stddev == 0.0:
         if key is not None:
             _bits.check_key(fn, key)
         return x
     if key is None:
+        shown = "a traced value" if is_traced(stddev) else repr(np.asarray(stddev).tolist())
         raise fail(
             fn,
-            f"key is None, but stddev={stddev!r} draws random numbers. Pass a key from "
+            f"key is None, but stddev={shown} draws random numbers. Pass a key from "
             "jax.random.key(seed); None is accepted only for a Python stddev of 0.",
             exc=TypeError,
         )

@@ -57,13 +57,14 @@ def init_count(params: PyTree) -> ScheduleState:
     return ScheduleState(count=jnp.zeros([], jnp.int32))
 
 
-def check_finite(fn: str, name: str, value: Any, where: str = "") -> None:
+def check_finite(fn: str, name: str, value: Any) -> None:
     """Raises ValueError if a concrete ``value`` is infinite (0 * inf would give NaN)."""
     if is_traced(value):
         return
-    v = float(value) if is_python_number(value) else np.asarray(value)
+    v = np.asarray(value)
     if np.any(np.isinf(v)):
-        raise fail(fn, f"{name}{where} must be finite, got {value!r}.")
+        shown = value if is_python_number(value) else v.tolist()
+        raise fail(fn, f"{name} must be finite, got {shown!r}.")
 
 
 def check_hyperparameter(fn: str, name: str, value: Any) -> ScalarOrSchedule:

@@ -50,6 +50,8 @@ def test_python_stddev_zero_needs_no_key_any_other_does(op):
     for stddev in (1.0, 0.5, jnp.float32(0.0)):
         with pytest.raises(TypeError, match=r"^jaxreg\.\w+: key is None, but stddev=.* draws"):
             op.call(None, x, stddev)
+    with pytest.raises(TypeError, match=r"key is None, but stddev=a traced value draws"):
+        jax.jit(lambda s: op.call(None, x, s))(jnp.float32(0.5))
 
 
 @stddev_ops
