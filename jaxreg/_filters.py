@@ -192,7 +192,8 @@ def describe(value: Any) -> str:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    return f"{text} (a {type(value).__name__})"
+    kind = type(value).__name__
+    return f"{text} ({'an' if kind[0].lower() in 'aeiou' else 'a'} {kind})"
 
 
 LONE_BOOL_REASON = (

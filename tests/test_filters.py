@@ -244,7 +244,7 @@ def test_by_path_invalid_regex_is_a_clear_error():
         ValueError, match=r"^jaxreg\.by_path: pattern must be a valid regular expression, got '\('"
     ):
         jaxreg.by_path(plain_params(), "(")
-    with pytest.raises(TypeError, match=r"pattern must be a regex string, got 3 \(a int\)"):
+    with pytest.raises(TypeError, match=r"pattern must be a regex string, got 3 \(an int\)"):
         jaxreg.by_path(plain_params(), 3)
 
 

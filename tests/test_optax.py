@@ -429,7 +429,7 @@ def test_inject_hyperparams_callable_where_needs_static_args():
         (
             lambda: jro.decoupled_weight_decay(0.1, where={"dense": {"kernel": 1, "bias": 0}}),
             TypeError,
-            r"\w+: where must hold one bool per parameter leaf, got 0 \(a int\) at 'dense/bias'",
+            r"\w+: where must hold one bool per parameter leaf, got 0 \(an int\) at 'dense/bias'",
         ),
         (
             lambda: jro.add_penalty(jaxreg.l2_penalty, "0.1"),
