@@ -156,8 +156,8 @@ def by_path(params: PyTree, pattern: str | re.Pattern[str]) -> PyTree:
     except re.error as err:
         raise fail(
             "by_path",
-            f"pattern must be a valid regular expression, got {pattern!r} ({err}). "
-            "Escape literal characters with re.escape.",
+            f"pattern is not a valid regular expression: {pattern!r} ({err}). Escape "
+            r"literal characters such as ( [ . with a backslash, or use re.escape(name).",
         ) from None
     return _map_with_names(
         lambda names, leaf: is_inexact_array(leaf) and regex.search("/".join(names)) is not None,

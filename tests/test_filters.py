@@ -241,7 +241,7 @@ def test_a_lone_bool_is_not_all_or_none(flag):
 
 def test_by_path_invalid_regex_is_a_clear_error():
     with pytest.raises(
-        ValueError, match=r"^jaxreg\.by_path: pattern must be a valid regular expression, got '\('"
+        ValueError, match=r"^jaxreg\.by_path: pattern is not a valid regular expression: '\('"
     ):
         jaxreg.by_path(plain_params(), "(")
     with pytest.raises(TypeError, match=r"pattern must be a regex string, got 3 \(an int\)"):
