@@ -6,9 +6,10 @@ paired rounds (every variant timed in turn within a round): ``jaxreg.dropout`` a
 ``flax.linen.Dropout``. Two shapes:
 
 - small: MNIST-1D-sized MLP 40-256-256-10, batch 128 (matmul-bound on a CPU);
-- wide: 64-512-512-10, batch 8192 (4M-element activations, cheap layers).
+- wide: 64-512-512-10, batch 8192 (4M-element activations, cheap layers);
+- fan-in: 1024-2048-2048-10, batch 256 (4096 matmul flops per activation element).
 
-Run: python bench/mlp_step.py [--quick] [--dtypes float32 bfloat16]
+Run: python bench/mlp_step.py [--quick] [--dtypes float32 bfloat16] [--shapes small ...]
 (``--quick``: the small shape only, float32, one round.)
 """
 
@@ -25,8 +26,12 @@ from _harness import argument_parser, environment
 import jaxreg
 
 RATE = 0.5
-SHAPES = {"small": (128, (40, 256, 256, 10)), "wide": (8192, (64, 512, 512, 10))}
-REPS = {"small": 20, "wide": 3}  # calls per variant per round
+SHAPES = {
+    "small": (128, (40, 256, 256, 10)),
+    "wide": (8192, (64, 512, 512, 10)),
+    "fan-in": (256, (1024, 2048, 2048, 10)),
+}
+REPS = {"small": 20, "wide": 3, "fan-in": 3}  # calls per variant per round
 
 
 def init(key, widths, dtype):
@@ -105,8 +110,9 @@ def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args()
-    shapes = ["small"] if args.quick else list(SHAPES)
+    shapes = ["small"] if args.quick else args.shapes
     if args.quick:
         args.dtypes, args.rounds = ["float32"], 3
     print(environment())
