@@ -6,8 +6,9 @@ Masks come from ``_mask.draw_keep`` (the bit engine), so ``drop_connect(key, w)`
 Per-example masks (``drop_connect_dense(..., per_example=True)``): example ``b`` (the
 ``b``-th row of ``x`` with its leading axes flattened) uses the weights
 ``drop_connect(jax.random.fold_in(key, b), kernel)``. Its mask does not depend on the
-batch size. A ``custom_vjp`` loops over the examples and regenerates each mask from its
-key in the backward pass, so no (batch, in, out) array exists in either pass.
+batch size. A ``custom_vjp`` loops over the examples (one per device per step, in
+contiguous blocks of rows that a batch sharding partitions) and regenerates each mask
+from its key in the backward pass, so no (batch, in, out) array exists in either pass.
 
 References:
   Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
@@ -17,6 +18,7 @@ References:
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -62,10 +64,47 @@ def drop_connect(key: Any, w: Array, *, rate: float | Array, inverted: bool = Tr
 
 
 def _example_key_data(key: Array, n: int) -> Array:
-    """Raw data of ``fold_in(key, b)`` for b < n; uses ``key`` once (key-reuse checker)."""
+    """Raw data of ``fold_in(key, b)`` for b < n; uses ``key`` once (key-reuse checker).
+
+    Built from an iota over the global row index, so under batch sharding each device
+    computes only its own rows' keys.
+    """
     key = _bits.consume(key)
     keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(n, dtype=jnp.uint32))
     return jax.random.key_data(keys)
+
+
+def lanes(key: Array, n: int) -> int:
+    """How many examples the per-example loop processes side by side.
+
+    Rows are split into ``lanes`` contiguous blocks, and each loop step handles one row
+    of every block. The block axis is the one a batch sharding lands on (when it
+    splits the rows into at most ``jax.device_count()`` contiguous blocks), so XLA
+    partitions the loop over the batch: every device runs its own rows, no
+    all-gather. One lane (a plain loop) on a single device and for keys outside the
+    fused threefry path (vmapping rbg keys draws other bits than a loop, jax#19085).
+    Memory: one masked kernel and one kernel-gradient accumulator per lane, spread over
+    the devices when the batch is sharded.
+    """
+    if not _bits.uses_fast_path(key, (1,)):
+        return 1
+    return math.gcd(n, jax.device_count())
+
+
+def _to_lanes(a: Array, p: int) -> Array:
+    """``(n, ...) -> (n // p, p, ...)``: step ``t``, lane ``l`` is row ``l * (n // p) + t``."""
+    return jnp.swapaxes(a.reshape(p, a.shape[0] // p, *a.shape[1:]), 0, 1)
+
+
+def _from_lanes(a: Array) -> Array:
+    return jnp.swapaxes(a, 0, 1).reshape(-1, *a.shape[2:])
+
+
+def _over_lanes(fn: Callable, p: int) -> Callable:
+    """``fn`` of one example, applied to a step's ``p`` lanes (vmap, or as is for 1)."""
+    if p == 1:
+        return lambda *args: jax.tree.map(lambda a: a[None], fn(*(a[0] for a in args)))
+    return jax.vmap(fn)
 
 
 def _example_mask(impl: Any, static_rate: float | None, data: Array, rate: Any, shape: Any):
@@ -79,34 +118,39 @@ def _example_mask_once(impl: Any, static_rate: float | None, data: Array, rate: 
     return _mask.unpack_bits(_mask.pack_bits(keep), shape[-1]), r
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _per_example_matmul(impl, static_rate, x, kernel, data, rate):
-    """``y[b] = x[b] @ drop_connect(key_b, kernel)``, one example at a time."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _per_example_matmul(impl, static_rate, p, x, kernel, data, rate):
+    """``y[b] = x[b] @ drop_connect(key_b, kernel)``, ``p`` examples at a time."""
 
-    def body(_, row):
-        xb, db = row
+    def one(xb, db):
         keep, r = _example_mask(impl, static_rate, db, rate, kernel.shape)
-        return None, xb @ _mask.scale_kept(kernel, keep, r, inverted=True)
+        return xb @ _mask.scale_kept(kernel, keep, r, inverted=True)
 
-    return lax.scan(body, None, (x, data))[1]
+    step = _over_lanes(one, p)
+    ys = lax.scan(lambda _, row: (None, step(*row)), None, (_to_lanes(x, p), _to_lanes(data, p)))
+    return _from_lanes(ys[1])
 
 
-def _per_example_fwd(impl, static_rate, x, kernel, data, rate):
-    y = _per_example_matmul(impl, static_rate, x, kernel, data, rate)
+def _per_example_fwd(impl, static_rate, p, x, kernel, data, rate):
+    y = _per_example_matmul(impl, static_rate, p, x, kernel, data, rate)
     return y, (x, kernel, data, rate, y)
 
 
-def _per_example_bwd(impl, static_rate, res, g):
+def _per_example_bwd(impl, static_rate, p, res, g):
     x, kernel, data, rate, y = res
 
-    def body(dw, row):
-        xb, gb, db = row
+    def one(dw, xb, gb, db):
         keep, r = _example_mask_once(impl, static_rate, db, rate, kernel.shape)
         dxb = _mask.scale_kept(kernel, keep, r, inverted=True) @ gb
         outer = xb.astype(jnp.float32)[:, None] * gb.astype(jnp.float32)[None, :]
         return dw + jnp.where(keep, outer, 0.0), dxb.astype(x.dtype)
 
-    dw, dx = lax.scan(body, jnp.zeros(kernel.shape, jnp.float32), (x, g, data))
+    step = _over_lanes(one, p)
+    # One kernel-gradient accumulator per lane (sharded like the lanes), summed at the end.
+    dw = jnp.zeros((p, *kernel.shape), jnp.float32)
+    rows = (_to_lanes(x, p), _to_lanes(g, p), _to_lanes(data, p))
+    dw, dx = lax.scan(lambda dw, row: step(dw, *row), dw, rows)
+    dw, dx = jnp.sum(dw, axis=0), _from_lanes(dx)
     r = rate if static_rate is None else static_rate
     keep = _mask.keep_probability(r)
     if isinstance(keep, float):
@@ -159,9 +203,13 @@ def drop_connect_dense(
     (leading axes flattened, row-major) uses ``drop_connect(jax.random.fold_in(key, b),
     kernel, rate=rate)``. That costs batch * in * out random draws (forward and again in
     backward) but only O(in * out) memory: masks are regenerated from the key in a
-    ``custom_vjp``, never stored as a (batch, in, out) array. Being a ``custom_vjp``,
-    the per-example mode supports reverse-mode autodiff (``jax.grad``, including the
-    gradient with respect to a traced ``rate``) but not forward mode (``jax.jvp``).
+    ``custom_vjp``, never stored as a (batch, in, out) array. On ``D`` devices the
+    examples run ``D`` at a time, one contiguous block of rows each (see ``lanes``), so
+    under batch sharding every device computes only its own rows, with no collective
+    and a sharded output (the kernel gradient's sum over the batch is an all-reduce).
+    Being a ``custom_vjp``, the per-example mode supports reverse-mode autodiff
+    (``jax.grad``, including the gradient with respect to a traced ``rate``) but not
+    forward mode (``jax.jvp``).
 
     Args:
       key: a PRNG key.
@@ -199,7 +247,9 @@ def drop_connect_dense(
             static = rate if isinstance(rate, float) else None
             dynamic = None if isinstance(rate, float) else rate
             impl = jax.random.key_impl(key)
-            y = _per_example_matmul(impl, static, rows, kernel.astype(rows.dtype), data, dynamic)
+            p = lanes(key, rows.shape[0])
+            w = kernel.astype(rows.dtype)
+            y = _per_example_matmul(impl, static, p, rows, w, data, dynamic)
             y = y.reshape(*x.shape[:-1], kernel.shape[1])
     return y if bias is None else y + bias
 

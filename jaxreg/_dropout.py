@@ -52,10 +52,14 @@ def dropout(
     ``1 - rate`` at inference (``scale_for_inference``). Both have the same expectation.
 
     The mask equals ``flax.linen.Dropout``'s (and ``jax.random.bernoulli(key, 1 - rate,
-    shape)``) for the same key and rate, and so does the output.
+    shape)``) for the same key and rate, and so does the output, bit for bit for a
+    Python rate. An array rate ``r`` keeps with probability ``1 - r`` in float32: flax
+    at ``float(r)`` bit for bit (see the README for the comparison with the decimal).
 
     Args:
-      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``).
+      key: a PRNG key (``jax.random.key`` or legacy ``jax.random.PRNGKey``). ``jax.vmap``
+        over threefry keys equals a loop over them; over ``rbg``/``unsafe_rbg`` keys it
+        does not, in JAX itself (jax#19085), and so neither here.
       x: floating-point input of any shape; the output has its shape and dtype.
       rate: probability of dropping a unit (not the keep probability). A Python number
         in [0, 1] or a scalar array that may be traced (``jax.vmap`` over rates works).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -57,7 +58,14 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
     return _mask.poison_invalid(out, rate)
 
 
-def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
+def alpha_dropout(
+    key: Any,
+    x: Array,
+    *,
+    rate: float | Array,
+    broadcast_dims: int | Sequence[int] = (),
+    noise_shape: Sequence[int | None] | None = None,
+) -> Array:
     """Dropout for self-normalizing (SELU) networks.
 
     Dropped units are set to SELU's saturation value ``-lambda * alpha`` (not 0), then
@@ -66,11 +74,20 @@ def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
     ``alpha' = -lambda * alpha``, ``a = (q + alpha'^2 q (1 - q))^(-1/2)`` and
     ``b = -a (1 - q) alpha'``.
 
+    ``broadcast_dims`` / ``noise_shape`` share one keep/drop draw along axes, as in
+    ``dropout`` (Keras ``AlphaDropout(noise_shape=...)``): the mask is drawn at the
+    reduced shape and broadcast, so a shared slice is either ``a * x + b`` everywhere
+    or ``a * alpha' + b`` everywhere. Each unit still has the same marginal law, so the
+    mean and variance property holds unit by unit.
+
     Args:
       key: a PRNG key.
       x: floating-point input (SELU activations).
       rate: probability of dropping a unit (see ``dropout``). ``rate=1`` returns zeros
         with zero gradients (the affine correction is undefined there).
+      broadcast_dims: axes along which one mask value is shared (flax's argument).
+      noise_shape: Keras-style alternative to ``broadcast_dims``: one entry per axis,
+        1 to share along it, the axis size or None to draw independently.
 
     Returns:
       An array of ``x``'s shape and dtype. Gradients are ``a`` at kept units, 0 at
@@ -80,7 +97,9 @@ def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
       Klambauer, Unterthiner, Mayr, Hochreiter. "Self-Normalizing Neural Networks."
       NeurIPS 2017.
     """
-    key, x, rate, early = _mask.prologue("alpha_dropout", key, x, rate)
+    fn = "alpha_dropout"
+    key, x, rate, early = _mask.prologue(fn, key, x, rate)
+    shape = _mask.mask_shape(fn, x.shape, broadcast_dims, noise_shape)
     if early is not None:
         return early
     q = 1.0 - rate
@@ -88,7 +107,7 @@ def alpha_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
         q = jnp.where(q > 0.0, q, 1.0)  # rate 1 is zeroed below; keep a, b finite
     a = (q + ALPHA_PRIME**2 * q * (1.0 - q)) ** -0.5
     b = -a * (1.0 - q) * ALPHA_PRIME
-    keep = _mask.draw_keep(key, x.shape, rate)
+    keep = jnp.broadcast_to(_mask.draw_keep(key, shape, rate), x.shape)
     a = jnp.asarray(a).astype(x.dtype)
     b = jnp.asarray(b).astype(x.dtype)
     out = a * jnp.where(keep, x, jnp.asarray(ALPHA_PRIME, x.dtype)) + b

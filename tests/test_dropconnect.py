@@ -449,3 +449,30 @@ def test_inference_keeps_bf16(rate):
             jax.random.key(45), x, kernel, rate=r, activation=jax.nn.relu, num_samples=4
         )
         assert y.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("devices", [3, 6])
+def test_per_example_lanes_equal_materialised_reference_exactly(monkeypatch, devices):
+    # On D devices the examples run in gcd(batch, D) lanes of contiguous rows (what a
+    # batch sharding partitions); every lane count gives the reference's exact values.
+    from jaxreg._dropconnect import lanes
+
+    monkeypatch.setattr(jax, "device_count", lambda: devices)
+    assert lanes(jax.random.key(0), B) == np.gcd(B, devices)
+    assert lanes(jax.random.key(0, impl="rbg"), B) == 1  # vmapped rbg keys draw other bits
+    x, kernel, bias = _ints(50, (B, IN)), _ints(51, (IN, OUT)), _ints(52, (OUT,))
+    weights = _ints(53, (B, OUT))
+
+    def loss(f):
+        return lambda x, k, b: jnp.sum(f(x, k, b) * weights)
+
+    def ours(x, k, b):
+        return jaxreg.drop_connect_dense(jax.random.key(54), x, k, b, rate=0.5, per_example=True)
+
+    def ref(x, k, b):
+        return _reference(jax.random.key(54), x, k, b, 0.5)
+
+    np.testing.assert_array_equal(jax.jit(ours)(x, kernel, bias), ref(x, kernel, bias))
+    grads = jax.jit(jax.grad(loss(ours), (0, 1, 2)))(x, kernel, bias)
+    for g, h in zip(grads, jax.grad(loss(ref), (0, 1, 2))(x, kernel, bias), strict=True):
+        np.testing.assert_array_equal(g, h)
