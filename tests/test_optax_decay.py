@@ -188,3 +188,11 @@ def test_infinite_strength_is_rejected_everywhere():
     ]:
         with pytest.raises(ValueError, match=name + " must be finite, got inf"):
             make()
+
+
+def test_wrapper_under_inject_hyperparams():
+    tx = optax.inject_hyperparams(jro.with_decoupled_weight_decay)(
+        optimizer=optax.adam(ALPHA), weight_decay=LAM, multiplier=0.5
+    )
+    plain = jro.with_decoupled_weight_decay(optax.adam(ALPHA), weight_decay=LAM, multiplier=0.5)
+    assert_trees_close(run(tx, steps=2)[0], run(plain, steps=2)[0], rtol=1e-6, atol=1e-7)
