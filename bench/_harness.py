@@ -7,6 +7,7 @@ absolute times are not. Compile time is reported apart from run time.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import platform
 import statistics
@@ -90,6 +91,22 @@ def interleaved(
             sum(t.repeats for t in ts),
         )
     return out
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the flags every benchmark shares: ``--quick``.
+
+    ``--quick`` is a smoke run (the smallest size, one round, short timing windows):
+    it checks that the benchmark runs and gives rough ratios in about a minute on a
+    2-core CPU. Its figures are noisier than a full run's; do not report them.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: smallest size, one round, short timing windows (rough figures)",
+    )
+    return parser
 
 
 def environment() -> str:

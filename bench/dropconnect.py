@@ -6,18 +6,19 @@ median time (and the spread between the 10th and 90th percentiles) after warm-up
 compile time apart, ratios to plain dense measured in this process, and XLA's compiled
 memory analysis (temp = scratch the program needs beyond its arguments and outputs).
 
-Run: .venv/bin/python bench/dropconnect.py [--repeats N]
+Run: .venv/bin/python bench/dropconnect.py [--repeats N] [--quick]
+(``--quick``: one warm-up, 3 repeats, 1 for the per-example rows.)
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _harness import argument_parser
 
 import jaxreg
 
@@ -46,13 +47,13 @@ def fwd_bwd(f):
     return jax.grad(loss, argnums=(1, 2, 3))
 
 
-def measure(f, args, repeats):
+def measure(f, args, repeats, warmup=2):
     jitted = jax.jit(f)
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    for _ in range(2):
+    for _ in range(warmup):
         jax.block_until_ready(compiled(*args))
     times = []
     for _ in range(repeats):
@@ -77,9 +78,11 @@ def measure(f, args, repeats):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=20)
     args_ = parser.parse_args()
+    if args_.quick:
+        args_.repeats = 3
     x = jax.random.normal(jax.random.key(1), (B, IN))
     kernel = jax.random.normal(jax.random.key(2), (IN, OUT)) / 32
     bias = jnp.zeros((OUT,))
@@ -90,7 +93,8 @@ def main() -> None:
     for name, f in (("plain dense", dense), ("shared mask", shared), ("per-example", per_example)):
         for mode, g in (("forward", f), ("fwd+bwd", fwd_bwd(f))):
             slow = name == "per-example"
-            r = measure(g, args, max(5, args_.repeats // 4) if slow else args_.repeats)
+            few = 1 if args_.quick else max(5, args_.repeats // 4)
+            r = measure(g, args, few if slow else args_.repeats, 1 if args_.quick else 2)
             results[name, mode] = r
             rows.append((name, mode, r))
     print(

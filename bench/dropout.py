@@ -4,17 +4,16 @@ Prints markdown tables of times as ratios to the memory-bandwidth floor ``y = x 
 measured in the same process (rounds interleaved across rows), forward and
 ``value_and_grad`` of ``sum(dropout(x))``, plus compile times.
 
-Run: python bench/dropout.py [--sizes 1M 16M 64M] [--dtypes float32 bfloat16]
+Run: python bench/dropout.py [--sizes 1M 16M 64M] [--dtypes float32 bfloat16] [--quick]
+(``--quick``: 1M, float32, one round.)
 """
 
 from __future__ import annotations
 
-import argparse
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from _harness import environment, interleaved
+from _harness import argument_parser, environment, interleaved
 
 import jaxreg
 
@@ -36,7 +35,7 @@ def methods(rate: float) -> dict:
     }
 
 
-def run(size: int, dtype, rounds: int) -> dict:
+def run(size: int, dtype, rounds: int, min_time: float = 0.4) -> dict:
     """Forward and value_and_grad timings for one size and dtype."""
     x = jnp.ones((size // 1024, 1024), dtype)
     key = jax.random.key(0)
@@ -45,22 +44,25 @@ def run(size: int, dtype, rounds: int) -> dict:
         rows[name] = (fn, (key, x))
         vg = jax.value_and_grad(lambda x, k, fn=fn: jnp.sum(fn(k, x).astype(jnp.float32)))
         rows[name + " (v&g)"] = (vg, (x, key))
-    return interleaved(rows, rounds=rounds)
+    return interleaved(rows, rounds=rounds, min_time=min_time)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    min_time = 0.4
+    if args.quick:
+        args.sizes, args.dtypes, args.rounds, min_time = ["1M"], ["float32"], 1, 0.1
 
     print(environment())
     print(f"rate {RATE}; ratios to the floor y = x * 2 of the same size and dtype; medians of")
     print(f"{args.rounds} interleaved rounds, each a median of >= 10 runs.\n")
     for dtype_name in args.dtypes:
         dtype = jnp.dtype(dtype_name)
-        results = {s: run(SIZES[s], dtype, args.rounds) for s in args.sizes}
+        results = {s: run(SIZES[s], dtype, args.rounds, min_time) for s in args.sizes}
         names = ["floor x * 2", *methods(RATE)]
         print(f"### {dtype_name}\n")
         head = " | ".join(f"{s} fwd | {s} v&g" for s in args.sizes)

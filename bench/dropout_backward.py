@@ -9,14 +9,14 @@ value_and_grad of ``vdot(dropout(x), c)`` (a real cotangent), as ratios to the f
   per element, and the backward pass reads it).
 - stored bits: a ``custom_vjp`` prototype that packs the mask 32 per uint32 word.
 
-Run: python bench/dropout_backward.py
+Run: python bench/dropout_backward.py [--quick]  (``--quick``: 1M only, one round)
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from _harness import environment, interleaved
+from _harness import argument_parser, environment, interleaved
 
 import jaxreg
 from jaxreg import _mask
@@ -69,12 +69,15 @@ VARIANTS = {
 
 
 def main() -> None:
+    args = argument_parser(__doc__).parse_args()
+    sizes = (2**20,) if args.quick else (2**20, 2**24)
+    rounds, min_time = (1, 0.1) if args.quick else (3, 0.4)
     print(environment())
     print("value_and_grad of vdot(dropout(x), c), rate 0.5, float32; ratio to x * 2\n")
-    print("| variant | 1M | 16M |")
-    print("|---|---|---|")
+    print("| variant | " + " | ".join(f"{s >> 20}M" for s in sizes) + " |")
+    print("|---" * (1 + len(sizes)) + "|")
     results = {}
-    for size in (2**20, 2**24):
+    for size in sizes:
         x = jnp.ones((size // 1024, 1024))
         c = jax.random.normal(jax.random.key(1), x.shape)
         key = jax.random.key(0)
@@ -82,7 +85,7 @@ def main() -> None:
         for name, f in VARIANTS.items():
             loss = lambda x, k, c, f=f: jnp.vdot(f(x, k), c)  # noqa: E731
             rows[name] = (jax.value_and_grad(loss), (x, key, c))
-        results[size] = interleaved(rows, rounds=3)
+        results[size] = interleaved(rows, rounds=rounds, min_time=min_time)
     for name in VARIANTS:
         cells = [f"{results[s][name].median / results[s]['floor'].median:.2f}x" for s in results]
         print(f"| {name} | " + " | ".join(cells) + " |")

@@ -23,6 +23,7 @@ from jaxreg._mask import bernoulli_mask as bernoulli_mask
 from jaxreg._mc import mc_predict as mc_predict
 from jaxreg._noise import alpha_dropout as alpha_dropout
 from jaxreg._noise import gaussian_dropout as gaussian_dropout
+from jaxreg._noise import gaussian_noise as gaussian_noise
 from jaxreg._rate import needs_key as needs_key
 
 # Penalties, constraints, proximal operators, filters
@@ -53,6 +54,7 @@ __all__ = [
     "dropblock",
     "dropout",
     "gaussian_dropout",
+    "gaussian_noise",
     "mc_predict",
     "needs_key",
     "scale_for_inference",

@@ -426,8 +426,7 @@ def drop_connect_tree(
     rate = check_probability(fn, "rate", rate)
     key = _rate.check_key_for(fn, key, rate)
     leaves, treedef = jax.tree.flatten(params)
-    mask = resolve_where(fn, params, kernels_only if where is None else where)
-    selected = jax.tree.leaves(mask)
+    selected = jax.tree.leaves(resolve_where(fn, params, kernels_only if where is None else where))
     if _rate.static(rate) == 0.0 or not any(selected):
         return params
     dropped_all = _rate.static(rate) == 1.0

@@ -2,7 +2,8 @@
 
 A ``where`` argument is either a pytree of Python bools with exactly the structure of
 the parameters (one bool per leaf), or a callable ``params -> such a pytree``. It is
-never a prefix of the parameters: a shorter tree is an error, not a guess. The builders
+never a prefix of the parameters: a shorter tree is an error, not a guess, and so are a
+string (use ``by_path``) and a lone bool (``None`` already means every leaf). The builders
 here (``kernels_only``, ``by_path``) return such plain bool pytrees, so they work for any
 container JAX can flatten: dicts, ``flax.core.FrozenDict``, flax linen
 ``variables["params"]``, ``flax.nnx.State`` and equinox modules.
@@ -70,8 +71,13 @@ def is_array(leaf: Any) -> bool:
 
 
 def is_float_array(leaf: Any) -> bool:
-    """Arrays of a floating dtype."""
+    """Arrays of a real floating dtype."""
     return is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.floating)
+
+
+def is_inexact_array(leaf: Any) -> bool:
+    """Arrays of a real or complex floating dtype."""
+    return is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.inexact)
 
 
 def _map_with_names(fn: Callable[[tuple[str, ...], Any], bool], params: PyTree) -> PyTree:
@@ -83,7 +89,7 @@ def kernels_only(params: PyTree, *, include_embeddings: bool = False) -> PyTree:
 
     A leaf is selected when all of these hold:
 
-    * it is a floating-point array of rank >= 2;
+    * it is a floating-point (real or complex) array of rank >= 2;
     * its own name (the last name of its key path) is not ``bias``, ``scale``,
       ``offset``, ``gamma`` or ``beta``;
     * unless ``include_embeddings``, no name along its path contains ``embed``
@@ -111,7 +117,7 @@ def kernels_only(params: PyTree, *, include_embeddings: bool = False) -> PyTree:
     """
 
     def select(names: tuple[str, ...], leaf: Any) -> bool:
-        if not is_float_array(leaf) or leaf.ndim < 2:
+        if not is_inexact_array(leaf) or leaf.ndim < 2:
             return False
         if names and names[-1].lower() in NON_KERNEL_NAMES:
             return False
@@ -121,12 +127,12 @@ def kernels_only(params: PyTree, *, include_embeddings: bool = False) -> PyTree:
 
 
 def by_path(params: PyTree, pattern: str | re.Pattern[str]) -> PyTree:
-    """Selects floating-point arrays whose ``/``-joined key path matches a regex.
+    """Selects floating-point (real or complex) arrays whose key path matches a regex.
 
     The pattern is searched anywhere in the path (``re.search``); anchor it with ``^``
     and ``$`` for a full match. Names are built as described in the module docstring,
     e.g. ``"Dense_0/kernel"`` (linen), ``"dense/kernel"`` (nnx), ``"layers/0/weight"``
-    (equinox). Non-float and non-array leaves are never selected.
+    (equinox). Integer, bool and non-array leaves are never selected.
 
     Args:
       params: any pytree of parameters.
@@ -143,7 +149,7 @@ def by_path(params: PyTree, pattern: str | re.Pattern[str]) -> PyTree:
     """
     regex = check_regex("by_path", "pattern", pattern)
     return _map_with_names(
-        lambda names, leaf: is_float_array(leaf) and regex.search("/".join(names)) is not None,
+        lambda names, leaf: is_inexact_array(leaf) and regex.search("/".join(names)) is not None,
         params,
     )
 
@@ -168,58 +174,134 @@ def _check_bool(fn: str, path: tuple[Any, ...], flag: Any) -> bool:
     )
 
 
-def resolve_where(fn: str, params: PyTree, where: Where) -> PyTree:
+LONE_BOOL_REASON = (
+    "A lone bool is not accepted as all/none: pass where=None for every array leaf, "
+    "and leave the regularizer out (or use strength 0) for none. (Under "
+    "optax.inject_hyperparams, a callable where not listed in static_args is called on "
+    "the step count and becomes such a lone bool.)"
+)
+
+
+def check_where_type(fn: str, where: Any) -> None:
+    """What can be checked of ``where`` without the params (optax factories call it).
+
+    Strings and lone bools are rejected with their fix; the leaves of a pytree must be
+    bools. The structure is checked against the params in ``resolve_where``.
+    """
+    if where is None or (callable(where) and not _is_pytree_node(where)):
+        return
+    if isinstance(where, (str, re.Pattern)):
+        raise _string_where(fn, where)
+    if isinstance(where, (bool, np.bool_)):
+        raise fail(
+            fn,
+            f"where must be None, a callable or a pytree of bools, got {bool(where)}. "
+            + LONE_BOOL_REASON,
+            exc=TypeError,
+        )
+    for path, flag in jax.tree_util.tree_leaves_with_path(where):
+        _check_bool(fn, path, flag)
+
+
+def _is_pytree_node(value: Any) -> bool:
+    return not jax.tree_util.treedef_is_leaf(jax.tree_util.tree_structure(value))
+
+
+def _string_where(fn: str, where: Any) -> Exception:
+    pattern = where.pattern if isinstance(where, re.Pattern) else where
+    return fail(
+        fn,
+        f"where must be a bool pytree or a callable, got {where!r}: a string is not a "
+        f"selection. Use where=jaxreg.by_path(params, {pattern!r}) (or "
+        f"where=lambda p: jaxreg.by_path(p, {pattern!r})).",
+        exc=TypeError,
+    )
+
+
+def _count_hint(params: PyTree) -> str:
+    """A hint when ``params`` looks like optax's step count (a bare integer scalar)."""
+    if is_array(params) and params.ndim == 0 and jnp.issubdtype(params.dtype, jnp.integer):
+        return (
+            " A bare integer scalar as params is what optax.inject_hyperparams passes "
+            "when it calls a function argument as a schedule (on its step count): list "
+            "that argument in static_args."
+        )
+    return ""
+
+
+def resolve_where(fn: str, params: PyTree, where: Where, *, complex_ok: bool = False) -> PyTree:
     """Turns a ``where`` argument into a validated bool pytree of ``params``' structure.
 
     ``None`` selects every array leaf (non-array leaves such as functions are skipped).
     A callable is called on ``params``, except a callable pytree with exactly
-    ``params``' structure (an equinox module of bools), which is the mask itself. The
-    result must have exactly ``params``' structure (ValueError otherwise) and Python
-    bool leaves; every selected leaf must be a floating-point array (TypeError
-    otherwise).
+    ``params``' structure (an equinox module of bools), which is the selection itself.
+    The result must have exactly ``params``' structure (ValueError otherwise) and Python
+    bool leaves; a string or a lone bool (for a params pytree with several leaves) is a
+    TypeError with its fix. Every selected leaf must be a floating-point array, or a
+    complex one where ``complex_ok`` (TypeError otherwise).
 
     Args:
       fn: the public function's name, for error messages.
       params: the parameters.
       where: None, a bool pytree, or a callable returning one.
+      complex_ok: also accept complex leaves (decoupled weight decay).
 
     Returns:
       A pytree of Python bools with the structure of ``params``.
     """
     if where is None:
-        mask = jax.tree_util.tree_map(is_array, params)
+        selected = jax.tree_util.tree_map(is_array, params)
     else:
-        # An equinox module of bools is callable but is a mask, not a filter function. A
-        # plain function is a leaf, as is a bare array ``params``: equal leaf structures
-        # say nothing, so only a non-leaf structure equal to ``params``' marks a mask.
+        if isinstance(where, (str, re.Pattern)):
+            raise _string_where(fn, where)
+        # An equinox module of bools is callable but is a selection, not a filter
+        # function. A plain function is a leaf, as is a bare array ``params``: equal leaf
+        # structures say nothing, so only a non-leaf structure equal to ``params``'
+        # marks a selection.
         where_def = jax.tree_util.tree_structure(where)
-        is_mask = not jax.tree_util.treedef_is_leaf(where_def) and (
+        is_selection = not jax.tree_util.treedef_is_leaf(where_def) and (
             where_def == jax.tree_util.tree_structure(params)
         )
-        if callable(where) and not is_mask and not jax.tree_util.treedef_is_leaf(where_def):
+        if callable(where) and not is_selection and not jax.tree_util.treedef_is_leaf(where_def):
             # A callable pytree of another structure: an equinox module of bools (e.g.
             # kernels_only(model)) against filtered params. Calling it would run the model.
             check_same_structure(fn, "where", where, params)
-        mask = where(params) if callable(where) and not is_mask else where
-        check_same_structure(fn, "where", mask, params)
-        mask = jax.tree_util.tree_map_with_path(lambda p, f: _check_bool(fn, p, f), mask)
-    for (path, leaf), selected in zip(
-        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask), strict=True
-    ):
-        if selected and not is_float_array(leaf):
-            what = f"dtype {leaf.dtype}" if is_array(leaf) else type(leaf).__name__
+        selected = where(params) if callable(where) and not is_selection else where
+        if isinstance(selected, (str, re.Pattern)):
+            raise _string_where(fn, selected)
+        if isinstance(selected, (bool, np.bool_)) and _is_pytree_node(params):
             raise fail(
                 fn,
-                f"params leaf {path_string(path)!r} must be a floating-point array to be "
-                f"regularized, got {what}. Exclude it with where=... (e.g. "
-                "jaxreg.kernels_only) or cast it to a float dtype.",
+                f"where must have one bool per parameter leaf, got {bool(selected)} for a "
+                f"params pytree with {len(jax.tree_util.tree_leaves(params))} leaves. "
+                + LONE_BOOL_REASON,
                 exc=TypeError,
             )
-    return mask
+        check_same_structure(fn, "where", selected, params)
+        selected = jax.tree_util.tree_map_with_path(lambda p, f: _check_bool(fn, p, f), selected)
+    allowed = is_inexact_array if complex_ok else is_float_array
+    for (path, leaf), chosen in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree_util.tree_leaves(selected),
+        strict=True,
+    ):
+        if chosen and not allowed(leaf):
+            what = f"dtype {leaf.dtype}" if is_array(leaf) else type(leaf).__name__
+            kind = "floating-point (real or complex)" if complex_ok else "floating-point"
+            raise fail(
+                fn,
+                f"params leaf {path_string(path)!r} must be a {kind} array to be "
+                f"regularized, got {what}. Exclude it with where=... (e.g. "
+                "jaxreg.kernels_only) or cast it to a float dtype." + _count_hint(params),
+                exc=TypeError,
+            )
+    return selected
 
 
-def map_selected(fn: Callable[[tuple[Any, ...], Any], Any], params: PyTree, mask: PyTree) -> PyTree:
+def map_selected(
+    fn: Callable[[tuple[Any, ...], Any], Any], params: PyTree, selected: PyTree
+) -> PyTree:
     """Applies ``fn(key_path, leaf)`` to the selected leaves; others are unchanged."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, m, leaf: fn(path, leaf) if m else leaf, mask, params
+        lambda path, chosen, leaf: fn(path, leaf) if chosen else leaf, selected, params
     )

@@ -9,7 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxreg import _bits, _mask, _rate
-from jaxreg._numerics import nonzero_or_one, safe_sqrt
+from jaxreg._checks import (
+    check_float_array,
+    check_key,
+    check_scalar_nonnegative,
+    fail,
+    is_traced,
+)
+from jaxreg._numerics import nan_unless, nonzero_or_one, safe_sqrt
 from jaxreg._types import Array
 
 # SELU's negative saturation value -lambda * alpha (Klambauer et al. 2017).
@@ -114,3 +121,60 @@ def alpha_dropout(
     if _rate.static(rate) is None:
         out = jnp.where(rate < 1.0, out, jnp.zeros((), x.dtype))
     return _rate.poison_invalid(out, rate)
+
+
+def gaussian_noise(key: Any, x: Array, *, stddev: float | Array) -> Array:
+    """Additive zero-mean Gaussian noise: ``x + stddev * N(0, 1)`` (Keras ``GaussianNoise``).
+
+    Unlike ``gaussian_dropout`` the noise is added, not multiplied, and its scale is a
+    standard deviation, not a drop rate: any ``stddev >= 0`` is valid. The noise is
+    drawn in float32 by the same engine as the other ops (equal to
+    ``jax.random.normal(key, x.shape)``), scaled and added in float32 (or ``x``'s dtype
+    where wider), then rounded once to ``x``'s dtype.
+    Gradients: 1 with respect to ``x``, the drawn sample with respect to ``stddev``.
+
+    Args:
+      key: a PRNG key; None only for a Python ``stddev`` of 0 (``jaxreg.needs_key``
+        is about rates: ask ``stddev != 0`` instead).
+      x: floating-point input.
+      stddev: the noise's standard deviation, >= 0 and finite: a Python number or a
+        scalar array that may be traced (``jax.vmap`` over several works). A Python 0
+        returns ``x`` itself and draws nothing. A traced negative, NaN or infinite
+        value gives NaN.
+
+    Returns:
+      An array of ``x``'s shape and dtype.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxreg
+      >>> jaxreg.gaussian_noise(jax.random.key(0), jnp.ones((2, 3)), stddev=0.1).shape
+      (2, 3)
+
+    References:
+      Sietsma & Dow. "Creating Artificial Neural Networks that Generalize." Neural
+      Networks 4(1), 1991 (training with additive input noise).
+      Bishop. "Training with Noise is Equivalent to Tikhonov Regularization." Neural
+      Computation 7(1), 1995.
+    """
+    fn = "gaussian_noise"
+    x = check_float_array(fn, "x", x)
+    stddev = check_scalar_nonnegative(fn, "stddev", stddev, finite=True)
+    if isinstance(stddev, float) and stddev == 0.0:
+        if key is not None:
+            check_key(fn, key)
+        return x
+    if key is None:
+        shown = "a traced value" if is_traced(stddev) else repr(np.asarray(stddev).tolist())
+        raise fail(
+            fn,
+            f"key is None, but stddev={shown} draws random numbers. Pass a key from "
+            "jax.random.key(seed); None is accepted only for a Python stddev of 0.",
+            exc=TypeError,
+        )
+    key = check_key(fn, key)
+    wide = jnp.promote_types(x.dtype, jnp.float32)  # add in float32, round once
+    noise = jnp.asarray(stddev, wide) * _bits.standard_normal(key, x.shape).astype(wide)
+    out = (x.astype(wide) + noise).astype(x.dtype)
+    if isinstance(stddev, float):
+        return out
+    return nan_unless(out, (stddev >= 0) & jnp.isfinite(stddev))

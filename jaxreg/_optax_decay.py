@@ -1,31 +1,53 @@
 """Decoupled weight decay and AdamW as Loshchilov & Hutter wrote them.
 
 Re-exported by ``jaxreg.optax``; import that module, not this one.
+
+Decoupled weight decay must act on the *final* updates, after the optimizer has
+rescaled the gradients and applied the learning rate. Placed first in a chain with
+Adam, ``-lambda * w`` is normalised by Adam like a gradient and its sign flips: weights
+grow (measured: 1.0 -> 2.13 in 100 zero-gradient steps). A transform cannot see where
+it sits in a chain (optax hands it only its own state and the incoming updates, which
+look the same before and after an optimizer), so the misplaced form cannot be detected
+from inside ``decoupled_weight_decay``. Hence:
+
+* ``with_decoupled_weight_decay(optimizer, ...)`` takes the optimizer and applies the
+  decay after it: it cannot be misplaced. ``decoupled_adamw`` is built the same way.
+* ``check_decay_shrinks(optimizer, params)`` detects the misplaced form from outside:
+  one update with zero gradients must not grow any parameter.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
-from jaxreg._filters import PyTree, Where, resolve_where
+from jaxreg._checks import check_scalar_nonnegative, fail
+from jaxreg._filters import (
+    PyTree,
+    Where,
+    check_where_type,
+    describe,
+    is_inexact_array,
+    path_string,
+    resolve_where,
+)
 from jaxreg._optax_common import (
     ScalarOrSchedule,
-    at,
+    ScheduleState,
+    check_finite,
     check_hyperparameter,
+    check_unit_interval,
     init_count,
+    poison,
     require_params,
+    value_at,
 )
 
 Array = jax.Array
-
-
-class DecoupledWeightDecayState(NamedTuple):
-    """State of ``decoupled_weight_decay``: the step count, for schedules."""
-
-    count: Array
 
 
 def decoupled_weight_decay(
@@ -33,25 +55,29 @@ def decoupled_weight_decay(
 ) -> optax.GradientTransformation:
     """Decoupled weight decay as in Loshchilov & Hutter: ``-multiplier * strength * w``.
 
-    Put it last, after the learning rate is applied: the step becomes
-    ``updates - eta_t * lambda * params`` with ``eta_t = multiplier`` (the paper's
-    schedule multiplier, 1 for a constant schedule) and ``lambda = strength``. The decay
-    does not depend on the base learning rate ``alpha``.
+    The bare transform: it must be the **last** element of a chain, after the learning
+    rate is applied (``optax.chain(optax.adam(lr), decoupled_weight_decay(...))``).
+    Placed before the optimizer, the decay is rescaled like a gradient and, with Adam
+    or SGD, grows the weights instead; nothing inside the transform can see that.
+    ``with_decoupled_weight_decay(optimizer, weight_decay=...)`` cannot be misplaced;
+    ``check_decay_shrinks`` tests a finished optimizer.
 
+    The step becomes ``updates - eta_t * lambda * params`` with ``eta_t = multiplier``
+    (the paper's schedule multiplier, 1 for a constant schedule) and
+    ``lambda = strength``. The decay does not depend on the base learning rate ``alpha``.
     ``optax.adamw(learning_rate, weight_decay=wd)`` and PyTorch's ``AdamW`` instead
-    subtract ``learning_rate * wd * params``: the decay is multiplied by the full
-    learning rate ``alpha * eta_t``. The two agree when ``wd = lambda / alpha``.
-    ``optax.add_decayed_weights(wd)`` placed *before* the learning rate is that same
-    optax form; placed before an adaptive optimizer it is coupled L2 instead.
+    subtract ``learning_rate * wd * params``: the two agree when ``wd = lambda / alpha``.
+    Complex parameters decay like real ones (``w <- w - eta_t * lambda * w``), as in
+    ``optax.adamw``.
 
     Args:
-      strength: ``lambda``: number >= 0, scalar array or schedule.
-      multiplier: ``eta_t``: number >= 0, scalar array or schedule.
+      strength: ``lambda``: finite number >= 0, scalar array or schedule.
+      multiplier: ``eta_t``: finite number >= 0, scalar array or schedule.
       where: which leaves decay (bool pytree or callable; None: every array leaf),
         e.g. ``jaxreg.kernels_only`` to skip biases and norm scales.
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``DecoupledWeightDecayState``.
+      An ``optax.GradientTransformation`` with state ``ScheduleState``.
 
     References:
       Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019,
@@ -60,26 +86,129 @@ def decoupled_weight_decay(
     fn = "optax.decoupled_weight_decay"
     strength = check_hyperparameter(fn, "strength", strength)
     multiplier = check_hyperparameter(fn, "multiplier", multiplier)
-    return _decay(fn, strength, multiplier, where)
+    return _decay(fn, "strength", strength, multiplier, where)
 
 
 def _decay(
-    fn: str, strength: ScalarOrSchedule, multiplier: ScalarOrSchedule, where: Where
+    fn: str, name: str, strength: ScalarOrSchedule, multiplier: ScalarOrSchedule, where: Where
 ) -> optax.GradientTransformation:
-    """``decoupled_weight_decay`` on checked values; errors in ``update`` name ``fn``."""
+    """Decoupled decay on checked values; errors in ``update`` name ``fn`` and ``name``."""
+    check_where_type(fn, where)
 
     def update(
-        updates: PyTree, state: DecoupledWeightDecayState, params: PyTree | None = None
-    ) -> tuple[PyTree, DecoupledWeightDecayState]:
+        updates: PyTree, state: ScheduleState, params: PyTree | None = None
+    ) -> tuple[PyTree, ScheduleState]:
         require_params(fn, updates, params)
-        mask = resolve_where(fn, params, where)
-        decay = at(multiplier, state.count) * at(strength, state.count)
+        selected = resolve_where(fn, params, where, complex_ok=True)
+        m = value_at(fn, "multiplier", multiplier, state.count)
+        s = value_at(fn, name, strength, state.count)
+        decay = m * s
         new_updates = jax.tree_util.tree_map(
-            lambda m, u, p: (u - decay * p).astype(u.dtype) if m else u, mask, updates, params
+            lambda c, u, p: (u - decay * p).astype(u.dtype) if c else u,
+            selected,
+            updates,
+            params,
         )
-        return new_updates, DecoupledWeightDecayState(count=optax.safe_int32_increment(state.count))
+        new_updates = poison(new_updates, selected, [m, s])
+        return new_updates, ScheduleState(count=optax.safe_int32_increment(state.count))
 
-    return optax.GradientTransformation(init_count(DecoupledWeightDecayState), update)
+    return optax.GradientTransformation(init_count, update)
+
+
+class WithDecoupledWeightDecayState(NamedTuple):
+    """State of ``with_decoupled_weight_decay``: the optimizer's state and the step count."""
+
+    inner_state: Any
+    count: Array
+
+
+def with_decoupled_weight_decay(
+    optimizer: optax.GradientTransformation,
+    *,
+    weight_decay: ScalarOrSchedule,
+    multiplier: ScalarOrSchedule = 1.0,
+    where: Where = None,
+) -> optax.GradientTransformationExtraArgs:
+    """An optimizer followed by decoupled weight decay: the decay cannot be misplaced.
+
+    The updates are ``optimizer``'s updates minus ``multiplier * weight_decay * params``
+    on the selected leaves: ``decoupled_weight_decay`` applied *after* the whole
+    optimizer (learning rate included). With ``optimizer = optax.adam(alpha * eta)``
+    this is the paper's AdamW, ``decoupled_adamw(alpha, weight_decay=lambda,
+    multiplier=eta)``; with ``optax.sgd(alpha * eta)`` it is the paper's SGDW.
+
+    Extra arguments of ``update`` (e.g. ``value=`` for ``optax.contrib`` optimizers)
+    are passed to ``optimizer``.
+
+    Args:
+      optimizer: an ``optax.GradientTransformation`` producing final updates (its
+        learning rate applied), e.g. ``optax.adam(1e-3)`` or an ``optax.chain``.
+      weight_decay: ``lambda``: finite number >= 0, scalar array or schedule.
+      multiplier: ``eta_t``: finite number >= 0, scalar array or schedule; pass the
+        same schedule the optimizer's learning rate follows (divided by its peak).
+      where: which leaves decay (bool pytree or callable; None: every array leaf).
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with state
+      ``WithDecoupledWeightDecayState``.
+
+    Example:
+      >>> import jax.numpy as jnp, optax, jaxreg, jaxreg.optax
+      >>> tx = jaxreg.optax.with_decoupled_weight_decay(
+      ...     optax.adam(1e-3), weight_decay=1e-4, where=jaxreg.kernels_only)
+      >>> params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+      >>> type(tx.init(params)).__name__
+      'WithDecoupledWeightDecayState'
+
+    References:
+      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019,
+      Algorithms 1 and 2.
+    """
+    fn = "optax.with_decoupled_weight_decay"
+    methods = (getattr(optimizer, "init", None), getattr(optimizer, "update", None))
+    if not all(callable(m) for m in methods):
+        raise fail(
+            fn,
+            f"optimizer must be an optax.GradientTransformation, got {describe(optimizer)}. "
+            "Pass e.g. optax.adam(1e-3).",
+            exc=TypeError,
+        )
+    weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay)
+    multiplier = check_hyperparameter(fn, "multiplier", multiplier)
+    inner = optax.with_extra_args_support(optimizer)
+    decay = _decay(fn, "weight_decay", weight_decay, multiplier, where)
+
+    def init(params: PyTree) -> WithDecoupledWeightDecayState:
+        return WithDecoupledWeightDecayState(optimizer.init(params), init_count(params).count)
+
+    def update(
+        updates: PyTree,
+        state: WithDecoupledWeightDecayState,
+        params: PyTree | None = None,
+        **extra_args: Any,
+    ) -> tuple[PyTree, WithDecoupledWeightDecayState]:
+        require_params(fn, updates, params)
+        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+        updates, counted = decay.update(updates, ScheduleState(state.count), params)
+        return updates, WithDecoupledWeightDecayState(inner_state, counted.count)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _check_mu_dtype(fn: str, mu_dtype: Any) -> Any:
+    if mu_dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(mu_dtype)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+        raise fail(
+            fn,
+            f"mu_dtype must be None or a floating dtype, got {describe(mu_dtype)}.",
+            exc=TypeError,
+        )
+    return dtype
 
 
 def decoupled_adamw(
@@ -90,6 +219,8 @@ def decoupled_adamw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
     where: Where = None,
 ) -> optax.GradientTransformation:
     """AdamW as written by Loshchilov & Hutter (their Algorithm 2).
@@ -98,17 +229,22 @@ def decoupled_adamw(
     ``alpha = learning_rate``, ``eta_t = multiplier`` and ``lambda = weight_decay``:
     ``optax.chain(optax.scale_by_adam(b1, b2, eps), optax.scale_by_learning_rate(
     alpha * eta_t), decoupled_weight_decay(lambda, multiplier=eta_t))``. It equals
-    ``optax.adamw(alpha * eta_t, weight_decay=lambda / alpha)``; tuning ``alpha`` here
-    leaves the decay per step unchanged.
+    ``optax.adamw(alpha * eta_t, weight_decay=lambda / alpha)`` (same ``mu_dtype``),
+    and ``with_decoupled_weight_decay(optax.adam(alpha * eta_t), weight_decay=lambda,
+    multiplier=eta_t)``; tuning ``alpha`` here leaves the decay per step unchanged.
+    Complex parameters are supported, as in ``optax.adamw``.
 
     Args:
-      learning_rate: ``alpha``, number >= 0, scalar array or schedule.
-      weight_decay: ``lambda``, number >= 0, scalar array or schedule.
-      multiplier: ``eta_t``, number >= 0, scalar array or schedule (e.g. a cosine
-        schedule from 1 to 0).
-      b1: Adam's first-moment decay.
-      b2: Adam's second-moment decay.
-      eps: Adam's epsilon.
+      learning_rate: ``alpha``, finite number >= 0, scalar array or schedule.
+      weight_decay: ``lambda``, finite number >= 0, scalar array or schedule.
+      multiplier: ``eta_t``, finite number >= 0, scalar array or schedule (e.g. a
+        cosine schedule from 1 to 0).
+      b1: Adam's first-moment decay, in [0, 1).
+      b2: Adam's second-moment decay, in [0, 1).
+      eps: Adam's epsilon (added to the root), finite and >= 0.
+      eps_root: epsilon inside the root, finite and >= 0 (as ``optax.scale_by_adam``).
+      mu_dtype: dtype of the first moment (None: the params' dtype), as in
+        ``optax.adamw``; e.g. ``jnp.bfloat16`` to halve its memory.
       where: which leaves decay (bool pytree or callable; None: every array leaf).
 
     Returns:
@@ -121,13 +257,72 @@ def decoupled_adamw(
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
     weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay)
     multiplier = check_hyperparameter(fn, "multiplier", multiplier)
+    b1 = check_unit_interval(fn, "b1", b1)
+    b2 = check_unit_interval(fn, "b2", b2)
+    for name, value in (("eps", eps), ("eps_root", eps_root)):
+        check_finite(fn, name, check_scalar_nonnegative(fn, name, value))
+    mu_dtype = _check_mu_dtype(fn, mu_dtype)
 
     def step_size(count: Array) -> Array:
-        return at(learning_rate, count) * at(multiplier, count)
+        lr = value_at(fn, "learning_rate", learning_rate, count)
+        m = value_at(fn, "multiplier", multiplier, count)
+        return poison({"step": lr * m}, {"step": True}, [lr, m])["step"]
 
     either_scheduled = callable(learning_rate) or callable(multiplier)
     return optax.chain(
-        optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+        optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
         optax.scale_by_learning_rate(step_size if either_scheduled else step_size(0)),
-        _decay(fn, weight_decay, multiplier, where),
+        _decay(fn, "weight_decay", weight_decay, multiplier, where),
     )
+
+
+def check_decay_shrinks(
+    optimizer: optax.GradientTransformation, params: PyTree, state: Any = None
+) -> None:
+    """Raises ValueError if one update with zero gradients grows any parameter.
+
+    With zero gradients, Adam, SGD (with or without momentum) and the like move
+    nothing, so a correctly placed weight decay can only shrink weights. A decoupled
+    decay placed *before* the optimizer is rescaled like a gradient and grows them
+    (its sign flips): this check catches that misplacement, whatever the optimizer.
+    Call it once on the finished optimizer, e.g. in a test.
+
+    Where it cannot see the problem: a decay whose value is 0 at the probed step (a
+    warm-up schedule starting at 0: pass a later ``state``); leaves the decay does not
+    select. And it also fails for chains that legitimately grow weights without
+    gradients (``constrain(jaxreg.unit_norm)`` on small weights).
+
+    Args:
+      optimizer: the ``optax.GradientTransformation`` to probe.
+      params: parameters to probe with (non-zero where decay should act).
+      state: the optimizer state to probe from (default: ``optimizer.init(params)``).
+
+    Returns:
+      None.
+
+    References:
+      Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019
+      (decay applied to the weights, after the adaptive step).
+    """
+    fn = "optax.check_decay_shrinks"
+    state = optimizer.init(params) if state is None else state
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = optimizer.update(zeros, state, params)
+    moved = optax.apply_updates(params, updates)
+    for (path, before), after in zip(
+        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(moved), strict=True
+    ):
+        if not is_inexact_array(before):
+            continue
+        old = float(np.linalg.norm(np.asarray(before, np.complex128).ravel()))
+        new = float(np.linalg.norm(np.asarray(after, np.complex128).ravel()))
+        leaf = path_string(path) or "params"
+        if not np.isfinite(new) or new > old * (1 + 1e-6):
+            raise fail(
+                fn,
+                f"one update with zero gradients takes params leaf {leaf!r} from norm "
+                f"{old:.6g} to {new:.6g}: weight decay placed before the optimizer (or "
+                "its learning rate) is rescaled like a gradient and grows the weights. "
+                "Use jaxreg.optax.with_decoupled_weight_decay(optimizer, weight_decay=...)"
+                ", or put jaxreg.optax.decoupled_weight_decay last in the chain.",
+            )

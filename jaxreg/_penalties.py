@@ -55,12 +55,14 @@ def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Strength)
     ``term`` receives the leaf's ``/``-joined path (for error messages) and the leaf
     cast to ``accumulation_dtype``, and returns a scalar.
     """
-    mask = selection(fn, params, where)
+    selected = selection(fn, params, where)
     total = jnp.zeros((), jnp.float32)
-    for (path, leaf), m in zip(
-        jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(mask), strict=True
+    for (path, leaf), chosen in zip(
+        jax.tree_util.tree_leaves_with_path(params),
+        jax.tree_util.tree_leaves(selected),
+        strict=True,
     ):
-        if m:
+        if chosen:
             total = total + term(path_string(path), leaf.astype(accumulation_dtype(leaf)))
     return poison_negative(strength * total, strength)
 
@@ -160,8 +162,10 @@ def elastic_net_penalty(
     fn = "elastic_net_penalty"
     l1 = check_scalar_nonnegative(fn, "l1", l1, finite=True)
     l2 = check_scalar_nonnegative(fn, "l2", l2, finite=True)
-    mask = selection(fn, params, where)
-    return l1_penalty(params, strength=l1, where=mask) + l2_penalty(params, strength=l2, where=mask)
+    selected = selection(fn, params, where)
+    return l1_penalty(params, strength=l1, where=selected) + l2_penalty(
+        params, strength=l2, where=selected
+    )
 
 
 def group_lasso_penalty(

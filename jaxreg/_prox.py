@@ -55,13 +55,13 @@ def prox_l1(params: PyTree, *, threshold: Strength, where: Where = None) -> PyTr
     """
     fn = "prox_l1"
     t = check_scalar_nonnegative(fn, "threshold", threshold)
-    mask = selection(fn, params, where)
+    selected = selection(fn, params, where)
 
     def prox(_: object, w: Array) -> Array:
         out = soft_threshold(w.astype(accumulation_dtype(w)), t)
         return poison_negative(out, t).astype(w.dtype)
 
-    return map_selected(prox, params, mask)
+    return map_selected(prox, params, selected)
 
 
 def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where = None) -> PyTree:
@@ -89,14 +89,14 @@ def prox_elastic_net(params: PyTree, *, l1: Strength, l2: Strength, where: Where
     fn = "prox_elastic_net"
     l1 = check_scalar_nonnegative(fn, "l1", l1)
     l2 = check_scalar_nonnegative(fn, "l2", l2)
-    mask = selection(fn, params, where)
+    selected = selection(fn, params, where)
 
     def prox(_: object, w: Array) -> Array:
         x = w.astype(accumulation_dtype(w))
         out = soft_threshold(x, l1) / jnp.asarray(1.0 + 2.0 * l2, x.dtype)
         return poison_negative(poison_negative(out, l1), l2).astype(w.dtype)
 
-    return map_selected(prox, params, mask)
+    return map_selected(prox, params, selected)
 
 
 def prox_group_lasso(
@@ -126,7 +126,7 @@ def prox_group_lasso(
     """
     fn = "prox_group_lasso"
     t = check_scalar_nonnegative(fn, "threshold", threshold)
-    mask = selection(fn, params, where)
+    selected = selection(fn, params, where)
 
     def prox(path: tuple, w: Array) -> Array:
         x, norm = group_norms(fn, path_string(path), w, axis)
@@ -134,4 +134,4 @@ def prox_group_lasso(
         scale = jnp.where(keep, 1.0 - t / nonzero_or_one(norm), 0.0)
         return poison_negative((x * scale).astype(w.dtype), t)
 
-    return map_selected(prox, params, mask)
+    return map_selected(prox, params, selected)

@@ -1,82 +1,82 @@
 """Optax gradient transformations built on jaxreg's penalties, prox operators, constraints.
 
 Import it explicitly (``import jaxreg.optax``); ``import jaxreg`` never imports optax.
-Every factory returns an ``optax.GradientTransformation`` whose state is a NamedTuple
-holding a step ``count`` (used to evaluate schedules), and needs ``params`` in
-``update``. Where they go in a chain:
+Every factory returns an ``optax.GradientTransformation`` that needs ``params`` in
+``update``; its state is a ``ScheduleState`` (the step count at which schedules are
+read), except ``constrain`` (``optax.EmptyState``), ``with_decoupled_weight_decay``
+(``WithDecoupledWeightDecayState``) and ``decoupled_adamw`` (an ``optax.chain``'s
+tuple). Where they go in a chain:
 
 * ``add_penalty`` adds the gradient of a penalty to the gradients: put it *before* the
   optimizer (coupled regularization, like PyTorch's ``SGD(weight_decay=...)``).
 * ``proximal_l1``, ``proximal_elastic_net``, ``proximal_group_lasso`` and ``constrain``
   rewrite the final updates so that ``params + updates`` is the proximal point or the
   projection: put them *last*, after the learning rate is applied.
-* ``decoupled_weight_decay`` subtracts ``multiplier * strength * params`` from the
-  final updates: put it last (``decoupled_adamw`` assembles the paper's AdamW).
+* Decoupled weight decay must come after the optimizer too: prefer
+  ``with_decoupled_weight_decay(optimizer, weight_decay=...)``, which cannot be put in
+  the wrong place, or ``decoupled_adamw``; ``decoupled_weight_decay`` is the bare
+  transform for the end of a chain, and ``check_decay_shrinks`` tests a finished
+  optimizer for the misplaced form.
 
 Strengths and learning rates accept a Python number, a scalar array or an optax
-schedule, and the factories work under ``optax.inject_hyperparams``; callables that are
-not schedules (``penalty``, ``projection``, a callable ``where``) must then be listed in
-its ``static_args``. ``where`` plays the role of optax's ``mask`` with jaxreg's rules: a
-bool pytree of the params' exact structure or a callable returning one (e.g.
-``jaxreg.kernels_only``), never a prefix.
+schedule; each is checked under the transform's own name where its value is concrete
+(at construction, and a schedule's value at every ``update`` outside ``jit``); inside
+``jit`` a negative, NaN or infinite value makes the updates it touches NaN. The
+factories work under ``optax.inject_hyperparams``, which calls every callable as a
+schedule and turns numbers into arrays: list the non-numeric arguments (``penalty``,
+``projection``, a callable ``where``, ``axis``) in its ``static_args``. ``where`` plays
+the role of optax's ``mask`` with jaxreg's rules: a bool pytree of the params' exact
+structure or a callable returning one (e.g. ``jaxreg.kernels_only``), never a prefix,
+a string or a lone bool; what can be checked without the params is checked at
+construction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import optax
 
-from jaxreg._filters import PyTree, Where, resolve_where
+from jaxreg._checks import fail
+from jaxreg._filters import PyTree, Where, check_where_type, resolve_where
 from jaxreg._optax_common import (
+    STATIC_ARGS_HINT,
     ScalarOrSchedule,
-    at,
+    ScheduleState,
     check_callable,
     check_hyperparameter,
+    check_signature,
+    errors_named,
     init_count,
+    poison,
     require_params,
+    value_at,
 )
-from jaxreg._optax_decay import DecoupledWeightDecayState as DecoupledWeightDecayState
+from jaxreg._optax_decay import WithDecoupledWeightDecayState as WithDecoupledWeightDecayState
+from jaxreg._optax_decay import check_decay_shrinks as check_decay_shrinks
 from jaxreg._optax_decay import decoupled_adamw as decoupled_adamw
 from jaxreg._optax_decay import decoupled_weight_decay as decoupled_weight_decay
+from jaxreg._optax_decay import with_decoupled_weight_decay as with_decoupled_weight_decay
 from jaxreg._penalties import Axis
 from jaxreg._prox import prox_elastic_net, prox_group_lasso, prox_l1
 
 Array = jax.Array
 
 __all__ = [
-    "AddPenaltyState",
-    "ConstrainState",
-    "DecoupledWeightDecayState",
-    "ProximalState",
+    "ScheduleState",
+    "WithDecoupledWeightDecayState",
     "add_penalty",
+    "check_decay_shrinks",
     "constrain",
     "decoupled_adamw",
     "decoupled_weight_decay",
     "proximal_elastic_net",
     "proximal_group_lasso",
     "proximal_l1",
+    "with_decoupled_weight_decay",
 ]
-
-
-class AddPenaltyState(NamedTuple):
-    """State of ``add_penalty``: the step count, for schedules."""
-
-    count: Array
-
-
-class ProximalState(NamedTuple):
-    """State of the proximal transforms: the step count, for schedules."""
-
-    count: Array
-
-
-class ConstrainState(NamedTuple):
-    """State of ``constrain``: the step count."""
-
-    count: Array
 
 
 def add_penalty(
@@ -104,7 +104,7 @@ def add_penalty(
         leaf). Unselected leaves get no gradient and keep their updates.
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``AddPenaltyState``.
+      An ``optax.GradientTransformation`` with state ``ScheduleState``.
 
     References:
       Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019 (coupled
@@ -112,64 +112,78 @@ def add_penalty(
     """
     fn = "optax.add_penalty"
     check_callable(fn, "penalty", penalty)
+    passed = ("where",) if strength is None else ("where", "strength")
+    check_signature(fn, "penalty", penalty, passed)
     if strength is not None:
         strength = check_hyperparameter(fn, "strength", strength)
+    check_where_type(fn, where)
 
     def update(
-        updates: PyTree, state: AddPenaltyState, params: PyTree | None = None
-    ) -> tuple[PyTree, AddPenaltyState]:
+        updates: PyTree, state: ScheduleState, params: PyTree | None = None
+    ) -> tuple[PyTree, ScheduleState]:
         require_params(fn, updates, params)
-        mask = resolve_where(fn, params, where)
+        selected = resolve_where(fn, params, where)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        flags = jax.tree_util.tree_leaves(mask)
-        chosen = [i for i, m in enumerate(flags) if m]
-        kwargs = {} if strength is None else {"strength": at(strength, state.count)}
+        chosen = [i for i, c in enumerate(jax.tree_util.tree_leaves(selected)) if c]
+        values = [] if strength is None else [value_at(fn, "strength", strength, state.count)]
+        kwargs = {"strength": values[0]} if values else {}
 
-        def value(selected: list[Array]) -> Array:
+        def value(chosen_leaves: list[Array]) -> Array:
             full = list(leaves)
-            for i, leaf in zip(chosen, selected, strict=True):
+            for i, leaf in zip(chosen, chosen_leaves, strict=True):
                 full[i] = leaf
-            return penalty(jax.tree_util.tree_unflatten(treedef, full), where=mask, **kwargs)
+            tree = jax.tree_util.tree_unflatten(treedef, full)
+            return penalty(tree, where=selected, **kwargs)
 
-        grads = jax.grad(value)([leaves[i] for i in chosen])
+        with errors_named(fn):
+            grads = jax.grad(value)([leaves[i] for i in chosen])
         out = jax.tree_util.tree_leaves(updates)
         for i, g in zip(chosen, grads, strict=True):
             out[i] = out[i] + g.astype(out[i].dtype)
-        new_updates = jax.tree_util.tree_unflatten(treedef, out)
-        return new_updates, AddPenaltyState(count=optax.safe_int32_increment(state.count))
+        new_updates = poison(jax.tree_util.tree_unflatten(treedef, out), selected, values)
+        return new_updates, ScheduleState(count=optax.safe_int32_increment(state.count))
 
-    return optax.GradientTransformation(init_count(AddPenaltyState), update)
+    return optax.GradientTransformation(init_count, update)
 
 
 def _replace_step(
     fn: str,
     where: Where,
-    project: Callable[[PyTree, PyTree, Array], PyTree],
-    state_cls: type,
+    project: Callable[[PyTree, PyTree, Array], tuple[PyTree, list[Any]]],
+    *,
+    counted: bool = True,
 ) -> optax.GradientTransformation:
     """Updates that move params to ``project(params + updates)`` on the selected leaves.
 
-    Unselected leaves keep their updates bit for bit. Exact zeros of the projection stay
-    exact: ``p + (0 - p) == 0`` in floating point.
+    ``project(candidate, selected, count)`` returns the target and the hyperparameter
+    values it used (for ``poison``). Unselected leaves keep their updates bit for bit.
+    Exact zeros of the projection stay exact: ``p + (0 - p) == 0`` in floating point.
+    Without ``counted`` the state is ``optax.EmptyState`` and ``count`` is None.
     """
+    check_where_type(fn, where)
 
     def update(updates: PyTree, state: Any, params: PyTree | None = None) -> tuple[PyTree, Any]:
         require_params(fn, updates, params)
-        mask = resolve_where(fn, params, where)
+        selected = resolve_where(fn, params, where)
         candidate = jax.tree_util.tree_map(
-            lambda m, p, u: p + u.astype(p.dtype) if m else p, mask, params, updates
+            lambda c, p, u: p + u.astype(p.dtype) if c else p, selected, params, updates
         )
-        target = project(candidate, mask, state.count)
+        with errors_named(fn):
+            target, values = project(candidate, selected, state.count if counted else None)
         new_updates = jax.tree_util.tree_map(
-            lambda m, p, u, t: (t - p).astype(u.dtype) if m else u,
-            mask,
+            lambda c, p, u, t: (t - p).astype(u.dtype) if c else u,
+            selected,
             params,
             updates,
             target,
         )
-        return new_updates, state_cls(count=optax.safe_int32_increment(state.count))
+        new_updates = poison(new_updates, selected, values)
+        if not counted:
+            return new_updates, state
+        return new_updates, ScheduleState(count=optax.safe_int32_increment(state.count))
 
-    return optax.GradientTransformation(init_count(state_cls), update)
+    init = init_count if counted else (lambda params: optax.EmptyState())
+    return optax.GradientTransformation(init, update)
 
 
 def proximal_l1(
@@ -189,7 +203,7 @@ def proximal_l1(
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``ProximalState``.
+      An ``optax.GradientTransformation`` with state ``ScheduleState``.
 
     References:
       Parikh & Boyd. "Proximal Algorithms." Foundations and Trends in Optimization
@@ -199,11 +213,12 @@ def proximal_l1(
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
     strength = check_hyperparameter(fn, "strength", strength)
 
-    def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
-        threshold = at(learning_rate, count) * at(strength, count)
-        return prox_l1(candidate, threshold=threshold, where=mask)
+    def project(candidate: PyTree, selected: PyTree, count: Array) -> tuple[PyTree, list]:
+        lr = value_at(fn, "learning_rate", learning_rate, count)
+        s = value_at(fn, "strength", strength, count)
+        return prox_l1(candidate, threshold=lr * s, where=selected), [lr, s]
 
-    return _replace_step(fn, where, project, ProximalState)
+    return _replace_step(fn, where, project)
 
 
 def proximal_elastic_net(
@@ -225,7 +240,7 @@ def proximal_elastic_net(
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``ProximalState``.
+      An ``optax.GradientTransformation`` with state ``ScheduleState``.
 
     References:
       Zou & Hastie. "Regularization and Variable Selection via the Elastic Net." 2005.
@@ -236,11 +251,13 @@ def proximal_elastic_net(
     l1 = check_hyperparameter(fn, "l1", l1)
     l2 = check_hyperparameter(fn, "l2", l2)
 
-    def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
-        lr = at(learning_rate, count)
-        return prox_elastic_net(candidate, l1=lr * at(l1, count), l2=lr * at(l2, count), where=mask)
+    def project(candidate: PyTree, selected: PyTree, count: Array) -> tuple[PyTree, list]:
+        lr = value_at(fn, "learning_rate", learning_rate, count)
+        a = value_at(fn, "l1", l1, count)
+        b = value_at(fn, "l2", l2, count)
+        return prox_elastic_net(candidate, l1=lr * a, l2=lr * b, where=selected), [lr, a, b]
 
-    return _replace_step(fn, where, project, ProximalState)
+    return _replace_step(fn, where, project)
 
 
 def proximal_group_lasso(
@@ -265,7 +282,7 @@ def proximal_group_lasso(
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``ProximalState``.
+      An ``optax.GradientTransformation`` with state ``ScheduleState``.
 
     References:
       Yuan & Lin. "Model Selection and Estimation in Regression with Grouped
@@ -274,12 +291,20 @@ def proximal_group_lasso(
     fn = "optax.proximal_group_lasso"
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
     strength = check_hyperparameter(fn, "strength", strength)
+    if hasattr(axis, "dtype"):
+        raise fail(
+            fn,
+            f"axis must be an int or a tuple of ints, got an array {axis!r}.{STATIC_ARGS_HINT}",
+            exc=TypeError,
+        )
 
-    def project(candidate: PyTree, mask: PyTree, count: Array) -> PyTree:
-        threshold = at(learning_rate, count) * at(strength, count)
-        return prox_group_lasso(candidate, threshold=threshold, axis=axis, where=mask)
+    def project(candidate: PyTree, selected: PyTree, count: Array) -> tuple[PyTree, list]:
+        lr = value_at(fn, "learning_rate", learning_rate, count)
+        s = value_at(fn, "strength", strength, count)
+        out = prox_group_lasso(candidate, threshold=lr * s, axis=axis, where=selected)
+        return out, [lr, s]
 
-    return _replace_step(fn, where, project, ProximalState)
+    return _replace_step(fn, where, project)
 
 
 def constrain(
@@ -299,7 +324,7 @@ def constrain(
         leaf). Unselected leaves keep their updates.
 
     Returns:
-      An ``optax.GradientTransformation`` with state ``ConstrainState``.
+      An ``optax.GradientTransformation`` with state ``optax.EmptyState``.
 
     References:
       Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
@@ -307,6 +332,9 @@ def constrain(
     """
     fn = "optax.constrain"
     check_callable(fn, "projection", projection)
-    return _replace_step(
-        fn, where, lambda candidate, mask, _: projection(candidate, where=mask), ConstrainState
-    )
+    check_signature(fn, "projection", projection, ("where",))
+
+    def project(candidate: PyTree, selected: PyTree, _: None) -> tuple[PyTree, list]:
+        return projection(candidate, where=selected), []
+
+    return _replace_step(fn, where, project, counted=False)

@@ -30,6 +30,11 @@ class Op:
         1e6 of them) for the keep-fraction test, or None if the op has its own.
       short_circuits: a Python rate of 0 returns the input object itself.
       keep: the keep probability for a rate (what kept units are divided by).
+      hyper: what the third argument of ``call`` is. ``"rate"``: a probability in
+        [0, 1] (every generic test). ``"stddev"``: a scale in [0, inf) that has no
+        "rate 1 gives zeros" and no upper bound (gaussian_noise); the tests of those
+        two rate-only promises skip it and tests/test_gaussian_noise.py checks the
+        stddev counterparts.
     """
 
     name: str
@@ -39,6 +44,7 @@ class Op:
     units: Callable | None = None
     short_circuits: bool = True
     keep: Callable[[float], float] = lambda rate: 1.0 - rate
+    hyper: str = "rate"
 
     def __str__(self) -> str:
         return self.name
@@ -84,6 +90,11 @@ _dc_tree = lambda k, x, r: jaxreg.drop_connect_tree(k, {"w": x}, rate=r, where={
 _dc_inference = lambda k, x, r: jaxreg.drop_connect_inference(  # noqa: E731
     k, x, _eye(x), rate=r, activation=lambda u: u, num_samples=1
 )
+
+
+def _gaussian_noise(k, x, r):
+    """Additive noise: the generic tests' third argument is the stddev."""
+    return jaxreg.gaussian_noise(k, x, stddev=r)
 
 
 def _dropconnect_like_mask(k, x, r):
@@ -165,6 +176,7 @@ OPS: tuple[Op, ...] = (
     ),
     Op("gaussian_dropout", _gaussian, (8, 16), "affine"),
     Op("alpha_dropout", _alpha, (8, 16), "affine"),
+    Op("gaussian_noise", _gaussian_noise, (8, 16), "affine", hyper="stddev"),
     Op(
         "drop_path_row",
         _row,

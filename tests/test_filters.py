@@ -207,3 +207,61 @@ def test_callable_where_on_a_bare_array():
     )
     assert float(jaxreg.l2_penalty(w, where=lambda p: False)) == 0.0
     np.testing.assert_array_equal(jaxreg.prox_l1(w, threshold=1.0, where=lambda p: False), w)
+
+
+@pytest.mark.parametrize("where", ["kernel", __import__("re").compile("kernel")])
+def test_a_string_is_not_a_selection(where):
+    with pytest.raises(
+        TypeError,
+        match=r"^jaxreg\.l2_penalty: where must be a bool pytree or a callable, got .*: a "
+        r"string is not a selection\. Use where=jaxreg\.by_path\(params, 'kernel'\)",
+    ):
+        jaxreg.l2_penalty(plain_params()["dense"], where=where)
+    with pytest.raises(TypeError, match=r"a string is not a selection"):
+        jaxreg.prox_l1(plain_params()["dense"], threshold=1.0, where=lambda p: "kernel")
+
+
+@pytest.mark.parametrize("flag", [True, False, np.bool_(True)])
+def test_a_lone_bool_is_not_all_or_none(flag):
+    # Decision: rejected, not read as all/none. None already means every leaf; "none"
+    # is leaving the regularizer out; and optax.inject_hyperparams turns a callable
+    # where (not in static_args) into exactly such a lone bool, which must not pass
+    # silently as "decay nothing".
+    params = plain_params()["dense"]
+    with pytest.raises(
+        TypeError,
+        match=r"^jaxreg\.l2_penalty: where must have one bool per parameter leaf, got "
+        r"(True|False) for a params pytree with 2 leaves\. A lone bool is not",
+    ):
+        jaxreg.l2_penalty(params, where=flag)
+    with pytest.raises(TypeError, match=r"jaxreg\.max_norm: .*A lone bool"):
+        jaxreg.max_norm(params, max_value=1.0, where=lambda p: bool(flag))
+    # For a single array, one bool *is* the pytree of one bool per leaf.
+    w = jnp.full((2, 2), 2.0)
+    assert float(jaxreg.l2_penalty(w, where=bool(flag))) == (16.0 if flag else 0.0)
+
+
+def test_by_path_invalid_regex_is_a_clear_error():
+    with pytest.raises(
+        ValueError, match=r"^jaxreg\.by_path: pattern is not a valid regular expression: '\('"
+    ):
+        jaxreg.by_path(plain_params(), "(")
+    with pytest.raises(TypeError, match=r"pattern must be a regex string, got 3 \(an int\)"):
+        jaxreg.by_path(plain_params(), 3)
+
+
+def test_complex_kernels_are_selected_and_penalties_refuse_them():
+    # kernels_only/by_path select complex kernels, so a real-only penalty raises instead
+    # of silently skipping them (decoupled weight decay accepts them: test_optax_decay).
+    params = {"w": jnp.ones((2, 2), jnp.complex64), "b": jnp.ones(2, jnp.complex64)}
+    assert jaxreg.kernels_only(params) == {"w": True, "b": False}
+    assert jaxreg.by_path(params, "w") == {"w": True, "b": False}
+    with pytest.raises(TypeError, match=r"jaxreg\.l2_penalty: params leaf 'w' must be a floating"):
+        jaxreg.l2_penalty(params, where=jaxreg.kernels_only)
+
+
+def test_integer_scalar_params_hint_at_inject_hyperparams():
+    with pytest.raises(TypeError, match=r"jaxreg\.l1_penalty: params leaf '' .*static_args"):
+        jaxreg.l1_penalty(jnp.zeros((), jnp.int32))
+    with pytest.raises(TypeError, match=r"dtype int32\. Exclude it .*float dtype\.$"):
+        jaxreg.l1_penalty(jnp.zeros((2,), jnp.int32))

@@ -108,7 +108,7 @@ def test_proximal_steps_follow_the_learning_rate_schedule():
         ),
         steps=4,
     )
-    assert isinstance(state[1], jro.ProximalState) and int(state[1].count) == 4
+    assert isinstance(state[1], jro.ScheduleState) and int(state[1].count) == 4
     params = PARAMS
     for t in range(4):
         g = jax.grad(loss)(params)
@@ -175,7 +175,7 @@ def test_decoupled_weight_decay_alone_and_with_where():
     np.testing.assert_allclose(u0["dense"]["kernel"], -0.05 * PARAMS["dense"]["kernel"], 1e-6)
     np.testing.assert_allclose(u1["dense"]["kernel"], -0.10 * PARAMS["dense"]["kernel"], 1e-6)
     np.testing.assert_array_equal(u1["dense"]["bias"], 0.0)
-    assert isinstance(state, jro.DecoupledWeightDecayState) and int(state.count) == 2
+    assert isinstance(state, jro.ScheduleState) and int(state.count) == 2
 
 
 def test_inject_hyperparams():
@@ -272,10 +272,191 @@ def test_proximal_factories_take_learning_rate_positionally_and_the_rest_by_keyw
 
 
 def test_optax_all_is_complete_and_documented():
-    # decoupled_weight_decay and decoupled_adamw live in jaxreg._optax_decay and are
-    # re-exported here; the public surface is unchanged.
+    # decoupled_weight_decay, with_decoupled_weight_decay, decoupled_adamw and
+    # check_decay_shrinks live in jaxreg._optax_decay and are re-exported here.
     for name in jro.__all__:
         obj = getattr(jro, name)
         assert inspect.getdoc(obj), name
-    for name in ("decoupled_weight_decay", "decoupled_adamw", "DecoupledWeightDecayState"):
+    for name in ("decoupled_weight_decay", "decoupled_adamw", "with_decoupled_weight_decay"):
         assert name in jro.__all__
+
+
+def test_states_one_count_type_and_empty_for_constrain():
+    for tx in (
+        jro.add_penalty(jaxreg.l2_penalty, 0.1),
+        jro.proximal_l1(0.1, strength=0.1),
+        jro.proximal_elastic_net(0.1, l1=0.1, l2=0.1),
+        jro.proximal_group_lasso(0.1, strength=0.1),
+        jro.decoupled_weight_decay(0.1),
+    ):
+        assert type(tx.init(PARAMS)) is jro.ScheduleState
+    tx = jro.constrain(jaxreg.non_negative)
+    state = tx.init(PARAMS)
+    assert isinstance(state, optax.EmptyState)
+    assert isinstance(tx.update(PARAMS, state, PARAMS)[1], optax.EmptyState)
+
+
+NEGATIVE_AT_3 = optax.linear_schedule(0.1, -0.05, transition_steps=3)  # 0.1, 0.05, 0, -0.05
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda s: jro.add_penalty(jaxreg.l2_penalty, s), "add_penalty: strength"),
+        (lambda s: jro.proximal_l1(0.1, strength=s), "proximal_l1: strength"),
+        (lambda s: jro.proximal_l1(s, strength=0.1), "proximal_l1: learning_rate"),
+        (lambda s: jro.proximal_elastic_net(0.1, l1=0.1, l2=s), "proximal_elastic_net: l2"),
+        (lambda s: jro.proximal_group_lasso(0.1, strength=s), "proximal_group_lasso: strength"),
+        (lambda s: jro.decoupled_weight_decay(s), "decoupled_weight_decay: strength"),
+        (lambda s: jro.decoupled_weight_decay(0.1, multiplier=s), "weight_decay: multiplier"),
+        (
+            lambda s: jro.with_decoupled_weight_decay(optax.sgd(0.1), weight_decay=s),
+            "with_decoupled_weight_decay: weight_decay",
+        ),
+        (lambda s: jro.decoupled_adamw(0.1, weight_decay=s), "decoupled_adamw: weight_decay"),
+        (lambda s: jro.decoupled_adamw(s, weight_decay=0.1), "decoupled_adamw: learning_rate"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_negative_schedule_is_an_error_eagerly_and_nan_under_jit(make, name):
+    tx = make(NEGATIVE_AT_3)
+    g = jax.tree.map(jnp.ones_like, PARAMS)
+    state = tx.init(PARAMS)
+    for _ in range(3):  # steps 0, 1, 2 are valid (eager: values checked)
+        u, state = tx.update(g, state, PARAMS)
+        assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(u))
+    with pytest.raises(
+        ValueError,
+        match=rf"^jaxreg\.optax\.\w*{name} \(from the schedule at step 3\) must be >= 0, "
+        r"got -0\.05",
+    ):
+        tx.update(g, state, PARAMS)
+    u, _ = jax.jit(tx.update)(g, state, PARAMS)  # traced: the updates are poisoned
+    assert bool(jnp.all(jnp.isnan(u["dense"]["kernel"])))
+
+
+def test_traced_invalid_constant_poisons_selected_updates_only():
+    g = jax.tree.map(jnp.ones_like, PARAMS)
+
+    def kernel_and_bias(s):
+        tx = jro.add_penalty(jaxreg.l2_penalty, s, where=jaxreg.kernels_only)
+        u = tx.update(g, tx.init(PARAMS), PARAMS)[0]["dense"]
+        return u["kernel"], u["bias"]
+
+    kernel, bias = jax.vmap(kernel_and_bias)(jnp.array([0.1, -0.1, jnp.inf, jnp.nan]))
+    assert bool(jnp.all(jnp.isfinite(kernel[0])))
+    assert bool(jnp.all(jnp.isnan(kernel[1:])))
+    np.testing.assert_array_equal(bias, 1.0)  # unselected: kept bit for bit
+
+
+def test_injected_negative_value_names_the_transform():
+    tx = optax.inject_hyperparams(jro.proximal_l1)(learning_rate=0.1, strength=0.3)
+    state = tx.init(PARAMS)
+    state.hyperparams["strength"] = jnp.asarray(-0.5)
+    with pytest.raises(ValueError, match=r"^jaxreg\.optax\.proximal_l1: strength must be >= 0"):
+        tx.update(PARAMS, state, PARAMS)
+    u, _ = jax.jit(tx.update)(PARAMS, state, PARAMS)
+    assert bool(jnp.all(jnp.isnan(u["dense"]["kernel"])))
+
+
+@pytest.mark.parametrize(
+    "factory, args, kwargs, match",
+    [
+        (jro.add_penalty, (jaxreg.l2_penalty, 0.1), {}, r"jaxreg\.l2_penalty: params leaf ''"),
+        (
+            jro.add_penalty,
+            (jaxreg.l2_penalty, 0.1),
+            {"where": jaxreg.kernels_only},
+            r"jaxreg\.l2_penalty: params leaf ''",
+        ),
+        (jro.constrain, (jaxreg.non_negative,), {}, r"jaxreg\.non_negative: params leaf ''"),
+        (
+            jro.proximal_group_lasso,
+            (0.1,),
+            {"strength": 0.1, "axis": 0},
+            r"jaxreg\.optax\.proximal_group_lasso: axis must be an int or a tuple",
+        ),
+    ],
+)
+def test_inject_hyperparams_without_static_args_says_so(factory, args, kwargs, match):
+    with pytest.raises(TypeError, match=match + r".*static_args"):
+        optax.inject_hyperparams(factory)(*args, **kwargs).init(PARAMS)
+
+
+def test_inject_hyperparams_callable_where_needs_static_args():
+    tx = optax.inject_hyperparams(jro.add_penalty, static_args="penalty")(
+        jaxreg.l2_penalty, 0.1, where=jaxreg.kernels_only
+    )
+    with pytest.raises(TypeError, match=r"add_penalty: where must be None.*got False.*static_args"):
+        tx.init(PARAMS)
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (
+            lambda: jro.constrain(jaxreg.max_norm),
+            TypeError,
+            r"constrain: projection jaxreg\.max_norm needs max_value, which constrain does not "
+            r"pass\. Bind it first: functools\.partial\(jaxreg\.max_norm, max_value=\.\.\.\)",
+        ),
+        (
+            lambda: jro.add_penalty(jaxreg.elastic_net_penalty),
+            TypeError,
+            r"add_penalty: penalty jaxreg\.elastic_net_penalty needs l1",
+        ),
+        (
+            lambda: jro.add_penalty(functools.partial(jaxreg.elastic_net_penalty, l1=1, l2=1), 1.0),
+            TypeError,
+            r"add_penalty: penalty must accept the keyword 'strength'",
+        ),
+        (
+            lambda: jro.constrain(lambda p: p),
+            TypeError,
+            r"constrain: projection must accept the keyword 'where'",
+        ),
+        (
+            lambda: jro.add_penalty(jaxreg.l2_penalty, where="kernel"),
+            TypeError,
+            r"\w+: where must be a bool pytree or a callable, got 'kernel': a string is not a "
+            r"selection\. Use where=jaxreg\.by_path\(params, 'kernel'\)",
+        ),
+        (
+            lambda: jro.proximal_l1(0.1, strength=0.1, where=True),
+            TypeError,
+            r"\w+: where must be None, a callable or a pytree of bools, got True\. A lone bool",
+        ),
+        (
+            lambda: jro.decoupled_weight_decay(0.1, where={"dense": {"kernel": 1, "bias": 0}}),
+            TypeError,
+            r"\w+: where must hold one bool per parameter leaf, got 0 \(an int\) at 'dense/bias'",
+        ),
+        (
+            lambda: jro.add_penalty(jaxreg.l2_penalty, "0.1"),
+            TypeError,
+            r"\w+: strength must be a number, a scalar array or a schedule, got '0\.1' \(a str\)",
+        ),
+    ],
+)
+def test_construction_catches_what_does_not_need_params(make, exc, match):
+    with pytest.raises(exc, match=r"^jaxreg\.optax\." + match):
+        make()
+
+
+def test_partial_and_kwargs_penalties_still_pass_the_signature_check():
+    jro.constrain(functools.partial(jaxreg.max_norm, max_value=3.0))
+    jro.add_penalty(functools.partial(jaxreg.elastic_net_penalty, l1=0.1, l2=0.1))
+    jro.add_penalty(lambda params, **kw: jaxreg.l2_penalty(params, **kw), 0.1)
+    jro.constrain(max)  # a builtin without a signature: nothing to check, no error
+
+
+def test_inner_errors_are_raised_under_the_transforms_name():
+    for tx, inner in [
+        (jro.proximal_group_lasso(0.1, strength=0.1, axis=3), "prox_group_lasso"),
+        (jro.add_penalty(jaxreg.orthogonal_penalty, 0.1), "orthogonal_penalty"),
+        (jro.constrain(functools.partial(jaxreg.max_norm, max_value=1.0, axis=5)), "max_norm"),
+    ]:
+        with pytest.raises(
+            ValueError, match=rf"^jaxreg\.optax\.\w+: .* \(raised by jaxreg\.{inner}\)$"
+        ):
+            tx.update(PARAMS, tx.init(PARAMS), PARAMS)
