@@ -388,22 +388,6 @@ def test_rate_one_dense_gives_bias_and_zero_kernel_gradients():
             np.testing.assert_array_equal(gb, B)
 
 
-@pytest.mark.parametrize("shape", [(3, 1), (2, 32), (4, 70), (2, 3, 65)])
-def test_pack_bits_round_trip_is_exact(shape):
-    from jaxreg import _mask
-
-    mask = jax.random.bernoulli(jax.random.key(32), 0.4, shape)
-    words = _mask.pack_bits(mask)
-    assert words.shape == (*shape[:-1], -(-shape[-1] // 32)) and words.dtype == jnp.uint32
-    np.testing.assert_array_equal(_mask.unpack_bits(words, shape[-1]), mask)
-    # Bit k of word w is element 32 w + k.
-    flat = np.asarray(mask).reshape(-1, shape[-1])[0]
-    np.testing.assert_array_equal(
-        np.asarray(words).reshape(-1, words.shape[-1])[0, 0] >> np.arange(min(32, shape[-1])) & 1,
-        flat[:32],
-    )
-
-
 def test_per_example_rate_gradient_equals_materialised_reference():
     x, kernel, bias = _ints(40, (B, IN)), _ints(41, (IN, OUT)), _ints(42, (OUT,))
 

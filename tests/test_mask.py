@@ -115,30 +115,6 @@ def test_apply_mask_broadcasts_a_smaller_mask():
     np.testing.assert_array_equal(y, [[2.0, 0.0, 6.0], [8.0, 0.0, 12.0]])
 
 
-def test_fast_bytes_follow_their_documented_layout():
-    from jaxreg import _bits
-
-    key = jax.random.key(3)
-    b = np.asarray(_bits.random_bytes(key, (3, 19)))
-    d = jax.random.key_data(jax.random.key(3))
-    counters = jnp.arange(9, dtype=jnp.uint32)  # 3 rows x ceil(19 / 8) hashes
-    x0, x1 = _bits.threefry2x32(d[0], d[1], jnp.uint32(0), counters)
-    words = np.stack([np.asarray(x0), np.asarray(x1)], -1).astype("<u4")
-    np.testing.assert_array_equal(b, words.view(np.uint8).reshape(3, 24)[:, :19])
-    assert _bits.random_bytes(jax.random.key(4), ()).shape == ()
-    assert _bits.random_bytes(jax.random.key(5), (4, 0)).shape == (4, 0)
-
-
-def test_fast_bytes_are_uniform():
-    from jaxreg import _bits
-
-    b = np.asarray(_bits.random_bytes(jax.random.key(6), (2000, 1000)))
-    assert_uniform_counts(np.bincount(b.ravel(), minlength=256))
-    # Each byte position within a hash is uniform too.
-    for j in range(8):
-        assert_uniform_counts(np.bincount(b[:, j::8].ravel(), minlength=256))
-
-
 def test_fast_mode_quantizes_the_rate_and_stays_unbiased():
     n = 4_000_000
     y = np.asarray(jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=0.1, sampler="fast"))
