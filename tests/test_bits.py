@@ -120,6 +120,7 @@ def test_fast_bytes_follow_their_documented_layout():
     assert _bits.random_bytes(jax.random.key(5), (4, 0)).shape == (4, 0)
 
 
+@pytest.mark.slow
 def test_fast_bytes_are_uniform():
     b = np.asarray(_bits.random_bytes(jax.random.key(6), (2000, 1000)))
     assert_uniform_counts(np.bincount(b.ravel(), minlength=256))

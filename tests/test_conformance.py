@@ -290,6 +290,7 @@ def test_every_output_is_zero_or_scaled_input(op):
     np.testing.assert_array_equal(y, expected.astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", [op for op in OPS if op.units is not None], ids=str)
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.85])
 def test_keep_fraction_within_5_sigma(op, rate):

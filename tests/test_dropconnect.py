@@ -131,6 +131,7 @@ def test_per_example_memory_stays_bounded_at_benchmark_size():
         assert mem.temp_size_in_bytes <= 64 * 2**20, mem.temp_size_in_bytes / 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 def test_per_weight_keep_fraction(rate):
     keys = jax.random.split(jax.random.key(17), 100_000)
@@ -182,6 +183,7 @@ def _moments(x, kernel, rate, inverted):
 N = 200_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inverted", [True, False])
 def test_moment_matching_against_monte_carlo_over_real_masks(inverted):
     x, kernel = _small_layer()
@@ -208,6 +210,7 @@ def test_moment_matching_against_monte_carlo_over_real_masks(inverted):
         assert_variance(real[:, 0], wrong_var[0])
 
 
+@pytest.mark.slow
 def test_inference_averages_the_activation_of_the_gaussian():
     x, kernel = _small_layer()
     bias = jnp.array([0.3, -0.2])

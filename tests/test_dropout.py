@@ -14,6 +14,7 @@ from ops import fast_keep
 from stats import assert_mean
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
 def test_inverted_and_classic_dropout_have_the_same_expectation(rate):
     # E[inverted train output] = x = inference output; E[classic train output] =

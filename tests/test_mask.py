@@ -65,6 +65,7 @@ def test_dropout_equals_mask_then_apply():
         np.testing.assert_array_equal(y, jaxreg.apply_mask(x, m, rate=0.35))
 
 
+@pytest.mark.slow
 def test_broadcast_slices_all_kept_or_all_dropped_and_chi_square_uniform():
     # Mask shared along axis 1: each row is all kept or all dropped.
     x = jnp.ones((200_000, 8))
@@ -77,6 +78,7 @@ def test_broadcast_slices_all_kept_or_all_dropped_and_chi_square_uniform():
     assert_uniform_counts(np.bincount(np.nonzero(kept)[0] * 64 // kept.size, minlength=64))
 
 
+@pytest.mark.slow
 def test_mask_keep_positions_are_uniform_over_positions():
     m = np.asarray(jaxreg.bernoulli_mask(jax.random.key(8), (4096, 512), rate=0.5))
     assert_uniform_counts(m.sum(axis=0))  # every column keeps about half
@@ -115,6 +117,7 @@ def test_apply_mask_broadcasts_a_smaller_mask():
     np.testing.assert_array_equal(y, [[2.0, 0.0, 6.0], [8.0, 0.0, 12.0]])
 
 
+@pytest.mark.slow
 def test_fast_mode_quantizes_the_rate_and_stays_unbiased():
     n = 4_000_000
     y = np.asarray(jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=0.1, sampler="fast"))
@@ -142,6 +145,7 @@ def test_fast_mask_and_apply_compose_like_dropout():
         jaxreg.apply_mask(x, m, rate=0.3, sampler=None)
 
 
+@pytest.mark.slow
 def test_python_and_array_rates_resolve_the_keep_probability_as_documented():
     # 1 - 0.00485 rounds differently in float64-then-float32 (Python rate, like flax)
     # and in float32 (array rate, like jax.random.bernoulli with an array p).
