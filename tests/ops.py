@@ -1,6 +1,8 @@
 """The conformance table: every public stochastic op of the core, with what it promises.
 
-A new op joins every generic test in test_conformance.py by being added to OPS.
+A new op joins every generic test in test_conformance.py by being added to OPS: write
+its ``call(key, x, rate)`` as a named function below (the table test reads its source
+for ``jaxreg.<name>(``), then add one ``Op(...)`` row.
 """
 
 from __future__ import annotations
@@ -13,6 +15,21 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxreg
+
+
+def inverted_keep(rate: float) -> float:
+    """Kept units of an inverted op are divided by 1 - rate."""
+    return 1.0 - rate
+
+
+def fast_keep(rate: float) -> float:
+    """``sampler="fast"`` rounds the keep probability to k / 256."""
+    return min(max(np.floor((1 - rate) * 256 + 0.5), 0), 256) / 256
+
+
+def all_units(y: jax.Array) -> jax.Array:
+    """Every output element is an independent unit."""
+    return y
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +45,7 @@ class Op:
         ``"block"`` (0 or x * data-dependent scale; DropBlock).
       units: ``units(key, rate) -> bool array`` of independent keep draws (at least
         1e6 of them) for the keep-fraction test, or None if the op has its own.
+        ``ones_units`` and ``batch_units`` build one.
       short_circuits: a Python rate of 0 returns the input object itself.
       keep: the keep probability for a rate (what kept units are divided by).
       hyper: what the third argument of ``call`` is. ``"rate"``: a probability in
@@ -43,160 +61,236 @@ class Op:
     kind: str
     units: Callable | None = None
     short_circuits: bool = True
-    keep: Callable[[float], float] = lambda rate: 1.0 - rate
+    keep: Callable[[float], float] = inverted_keep
     hyper: str = "rate"
 
     def __str__(self) -> str:
         return self.name
 
 
-def _ones_units(call, shape, view):
-    return lambda key, rate: view(call(key, jnp.ones(shape), rate)) != 0
+def ones_units(call: Callable, shape: tuple[int, ...], view: Callable = all_units) -> Callable:
+    """Keep draws of ``call`` on ones of ``shape``; ``view`` picks one element per draw."""
+
+    def units(key, rate):
+        return view(call(key, jnp.ones(shape), rate)) != 0
+
+    return units
 
 
-def _batch_units(call, n):
-    keys = lambda key: jax.random.split(key, n)  # noqa: E731
-    return lambda key, rate: (
-        jax.vmap(lambda k: call(k, jnp.ones((2, 3)), rate)[0, 0])(keys(key)) != 0
-    )
+def batch_units(call: Callable, n: int) -> Callable:
+    """Keep draws of an op that draws once per call: ``n`` calls under vmap."""
+
+    def units(key, rate):
+        def one(k):
+            return call(k, jnp.ones((2, 3)), rate)[0, 0]
+
+        return jax.vmap(one)(jax.random.split(key, n)) != 0
+
+    return units
 
 
-_dropout = lambda k, x, r: jaxreg.dropout(k, x, rate=r)  # noqa: E731
-_fast = lambda k, x, r: jaxreg.dropout(k, x, rate=r, sampler="fast")  # noqa: E731
-_fast_spatial = lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r, sampler="fast")  # noqa: E731
-_classic = lambda k, x, r: jaxreg.dropout(k, x, rate=r, inverted=False)  # noqa: E731
-_shared = lambda k, x, r: jaxreg.dropout(k, x, rate=r, broadcast_dims=(0,))  # noqa: E731
-_noise = lambda k, x, r: jaxreg.dropout(k, x, rate=r, noise_shape=(None, 1, None))  # noqa: E731
-_spatial = lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r)  # noqa: E731
-_spatial_cf = lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r, channel_axis=1)  # noqa: E731
-_variational = lambda k, x, r: jaxreg.variational_dropout(k, x, rate=r)  # noqa: E731
-_gaussian = lambda k, x, r: jaxreg.gaussian_dropout(k, x, rate=r)  # noqa: E731
-_alpha = lambda k, x, r: jaxreg.alpha_dropout(k, x, rate=r)  # noqa: E731
-_row = lambda k, x, r: jaxreg.drop_path(k, x, rate=r)  # noqa: E731
-_batch = lambda k, x, r: jaxreg.drop_path(k, x, rate=r, mode="batch")  # noqa: E731
-_block = lambda k, x, r: jaxreg.dropblock(k, x, rate=r, block_size=3)  # noqa: E731
+# Views: one element per independent draw of a broadcast mask.
+def first_row(y):
+    return y[0]
 
 
-# DropConnect. The dense ops use an identity kernel, so y[b, j] = x[b, j] * mask / keep
-# (the affine check then holds elementwise); the input is named x, as the tests expect.
-_eye = lambda x: jnp.eye(x.shape[-1], dtype=x.dtype)  # noqa: E731
-_dc = lambda k, x, r: jaxreg.drop_connect(k, x, rate=r)  # noqa: E731
-_dc_classic = lambda k, x, r: jaxreg.drop_connect(k, x, rate=r, inverted=False)  # noqa: E731
-_dc_dense = lambda k, x, r: jaxreg.drop_connect_dense(k, x, _eye(x), rate=r)  # noqa: E731
-_dc_per_example = lambda k, x, r: jaxreg.drop_connect_dense(  # noqa: E731
-    k, x, _eye(x), rate=r, per_example=True
-)
-_dc_tree = lambda k, x, r: jaxreg.drop_connect_tree(k, {"w": x}, rate=r, where={"w": True})["w"]  # noqa: E731
-_dc_inference = lambda k, x, r: jaxreg.drop_connect_inference(  # noqa: E731
-    k, x, _eye(x), rate=r, activation=lambda u: u, num_samples=1
-)
+def second_axis_first(y):
+    return y[:, 0]
 
 
-def _gaussian_noise(k, x, r):
+def first_spatial(y):
+    return y[:, 0, 0]
+
+
+def last_axis_first(y):
+    return y[:, :, 0]
+
+
+# Dropout family.
+def dropout(k, x, r):
+    return jaxreg.dropout(k, x, rate=r)
+
+
+def dropout_fast(k, x, r):
+    return jaxreg.dropout(k, x, rate=r, sampler="fast")
+
+
+def dropout_classic(k, x, r):
+    return jaxreg.dropout(k, x, rate=r, inverted=False)
+
+
+def dropout_broadcast(k, x, r):
+    return jaxreg.dropout(k, x, rate=r, broadcast_dims=(0,))
+
+
+def dropout_noise_shape(k, x, r):
+    return jaxreg.dropout(k, x, rate=r, noise_shape=(None, 1, None))
+
+
+def gaussian_noise(k, x, r):
     """Additive noise: the generic tests' third argument is the stddev."""
     return jaxreg.gaussian_noise(k, x, stddev=r)
 
 
-def _dropconnect_like_mask(k, x, r):
+def mask_then_apply(k, x, r):
     """bernoulli_mask + apply_mask, the two halves of dropout."""
     return jaxreg.apply_mask(x, jaxreg.bernoulli_mask(k, x.shape, rate=r), rate=r)
 
 
-def _fast_keep(rate: float) -> float:
-    return min(max(np.floor((1 - rate) * 256 + 0.5), 0), 256) / 256
+def spatial_dropout(k, x, r):
+    return jaxreg.spatial_dropout(k, x, rate=r)
 
+
+def spatial_dropout_channels_first(k, x, r):
+    return jaxreg.spatial_dropout(k, x, rate=r, channel_axis=1)
+
+
+def spatial_dropout_fast(k, x, r):
+    return jaxreg.spatial_dropout(k, x, rate=r, sampler="fast")
+
+
+def variational_dropout(k, x, r):
+    return jaxreg.variational_dropout(k, x, rate=r)
+
+
+def gaussian_dropout(k, x, r):
+    return jaxreg.gaussian_dropout(k, x, rate=r)
+
+
+def alpha_dropout(k, x, r):
+    return jaxreg.alpha_dropout(k, x, rate=r)
+
+
+def drop_path_row(k, x, r):
+    return jaxreg.drop_path(k, x, rate=r)
+
+
+def drop_path_batch(k, x, r):
+    return jaxreg.drop_path(k, x, rate=r, mode="batch")
+
+
+def dropblock(k, x, r):
+    return jaxreg.dropblock(k, x, rate=r, block_size=3)
+
+
+# DropConnect. The dense ops use an identity kernel, so y[b, j] = x[b, j] * mask / keep
+# (the affine check then holds elementwise); the input is named x, as the tests expect.
+def _eye(x):
+    return jnp.eye(x.shape[-1], dtype=x.dtype)
+
+
+def drop_connect(k, x, r):
+    return jaxreg.drop_connect(k, x, rate=r)
+
+
+def drop_connect_classic(k, x, r):
+    return jaxreg.drop_connect(k, x, rate=r, inverted=False)
+
+
+def drop_connect_dense(k, x, r):
+    return jaxreg.drop_connect_dense(k, x, _eye(x), rate=r)
+
+
+def drop_connect_dense_per_example(k, x, r):
+    return jaxreg.drop_connect_dense(k, x, _eye(x), rate=r, per_example=True)
+
+
+def drop_connect_tree(k, x, r):
+    return jaxreg.drop_connect_tree(k, {"w": x}, rate=r, where={"w": True})["w"]
+
+
+def drop_connect_inference(k, x, r):
+    return jaxreg.drop_connect_inference(
+        k, x, _eye(x), rate=r, activation=lambda u: u, num_samples=1
+    )
+
+
+M = (1000, 1000)  # 1e6 independent units
 
 OPS: tuple[Op, ...] = (
-    Op("dropout", _dropout, (8, 16), "mask", _ones_units(_dropout, (1000, 1000), lambda y: y)),
-    Op(
-        "dropout_classic",
-        _classic,
-        (8, 16),
-        "classic",
-        _ones_units(_classic, (1000, 1000), lambda y: y),
-    ),
+    Op("dropout", dropout, (8, 16), "mask", ones_units(dropout, M)),
+    Op("dropout_classic", dropout_classic, (8, 16), "classic", ones_units(dropout_classic, M)),
     Op(
         "dropout_broadcast",
-        _shared,
+        dropout_broadcast,
         (4, 16),
         "mask",
-        _ones_units(_shared, (3, 1_000_000), lambda y: y[0]),
+        ones_units(dropout_broadcast, (3, 1_000_000), first_row),
     ),
     Op(
         "dropout_noise_shape",
-        _noise,
+        dropout_noise_shape,
         (4, 5, 6),
         "mask",
-        _ones_units(_noise, (1000, 2, 1000), lambda y: y[:, 0]),
+        ones_units(dropout_noise_shape, (1000, 2, 1000), second_axis_first),
     ),
     Op(
         "mask_then_apply",
-        _dropconnect_like_mask,
+        mask_then_apply,
         (8, 16),
         "mask",
-        _ones_units(_dropconnect_like_mask, (1000, 1000), lambda y: y),
+        ones_units(mask_then_apply, M),
         short_circuits=False,
     ),
     Op(
         "spatial_dropout",
-        _spatial,
+        spatial_dropout,
         (4, 3, 5, 6),
         "mask",
-        _ones_units(_spatial, (1000, 2, 2, 1000), lambda y: y[:, 0, 0]),
+        ones_units(spatial_dropout, (1000, 2, 2, 1000), first_spatial),
     ),
     Op(
         "spatial_dropout_channels_first",
-        _spatial_cf,
+        spatial_dropout_channels_first,
         (4, 6, 3, 5),
         "mask",
-        _ones_units(_spatial_cf, (1000, 1000, 3), lambda y: y[:, :, 0]),
+        ones_units(spatial_dropout_channels_first, (1000, 1000, 3), last_axis_first),
     ),
     Op(
         "variational_dropout",
-        _variational,
+        variational_dropout,
         (4, 7, 6),
         "mask",
-        _ones_units(_variational, (1000, 3, 1000), lambda y: y[:, 0]),
+        ones_units(variational_dropout, (1000, 3, 1000), second_axis_first),
     ),
-    Op(
-        "dropout_fast",
-        _fast,
-        (8, 21),
-        "mask",
-        _ones_units(_fast, (1000, 1000), lambda y: y),
-        keep=_fast_keep,
-    ),
+    Op("dropout_fast", dropout_fast, (8, 21), "mask", ones_units(dropout_fast, M), keep=fast_keep),
     Op(
         "spatial_dropout_fast",
-        _fast_spatial,
+        spatial_dropout_fast,
         (4, 3, 5, 6),
         "mask",
-        _ones_units(_fast_spatial, (1000, 2, 2, 1000), lambda y: y[:, 0, 0]),
-        keep=_fast_keep,
+        ones_units(spatial_dropout_fast, (1000, 2, 2, 1000), first_spatial),
+        keep=fast_keep,
     ),
-    Op("gaussian_dropout", _gaussian, (8, 16), "affine"),
-    Op("alpha_dropout", _alpha, (8, 16), "affine"),
-    Op("gaussian_noise", _gaussian_noise, (8, 16), "affine", hyper="stddev"),
+    Op("gaussian_dropout", gaussian_dropout, (8, 16), "affine"),
+    Op("alpha_dropout", alpha_dropout, (8, 16), "affine"),
+    Op("gaussian_noise", gaussian_noise, (8, 16), "affine", hyper="stddev"),
     Op(
         "drop_path_row",
-        _row,
+        drop_path_row,
         (8, 3, 4),
         "mask",
-        _ones_units(_row, (1_000_000, 2), lambda y: y[:, 0]),
+        ones_units(drop_path_row, (1_000_000, 2), second_axis_first),
     ),
-    Op("drop_path_batch", _batch, (8, 3), "mask", _batch_units(_batch, 1_000_000)),
-    Op("dropblock", _block, (2, 9, 9, 3), "block"),
+    Op("drop_path_batch", drop_path_batch, (8, 3), "mask", batch_units(drop_path_batch, 1_000_000)),
+    Op("dropblock", dropblock, (2, 9, 9, 3), "block"),
     # DropConnect
-    Op("drop_connect", _dc, (8, 16), "mask", _ones_units(_dc, (1000, 1000), lambda y: y)),
-    Op("drop_connect_classic", _dc_classic, (8, 16), "classic"),
-    Op("drop_connect_dense", _dc_dense, (8, 16), "affine", short_circuits=False),
-    Op("drop_connect_dense_per_example", _dc_per_example, (8, 16), "affine", short_circuits=False),
+    Op("drop_connect", drop_connect, (8, 16), "mask", ones_units(drop_connect, M)),
+    Op("drop_connect_classic", drop_connect_classic, (8, 16), "classic"),
+    Op("drop_connect_dense", drop_connect_dense, (8, 16), "affine", short_circuits=False),
     Op(
-        "drop_connect_tree",
-        _dc_tree,
+        "drop_connect_dense_per_example",
+        drop_connect_dense_per_example,
         (8, 16),
-        "mask",
-        _ones_units(_dc_tree, (1000, 1000), lambda y: y),
+        "affine",
+        short_circuits=False,
     ),
-    Op("drop_connect_inference", _dc_inference, (8, 16), "affine", short_circuits=False),
+    Op("drop_connect_tree", drop_connect_tree, (8, 16), "mask", ones_units(drop_connect_tree, M)),
+    Op(
+        "drop_connect_inference",
+        drop_connect_inference,
+        (8, 16),
+        "affine",
+        short_circuits=False,
+    ),
 )

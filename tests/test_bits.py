@@ -1,4 +1,5 @@
-"""The bit engine returns exactly JAX's bits, and uses the fused path when it can."""
+"""The bit engine: exactly JAX's bits, the fused path when it can, the fast byte stream,
+the stored-words boundary and bit packing."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxreg import _bits, _checks
+from stats import assert_uniform_counts
 
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 4), (1, 0, 3), (2, 1, 3, 1, 5), (1001,), (64, 257)]
 
@@ -101,3 +103,54 @@ def test_check_key_errors():
         _checks.check_key("f", jnp.zeros((2, 2), jnp.uint32))
     with pytest.raises(ValueError, match=r"key array of shape \(3,\)"):
         _checks.check_key("f", jax.random.split(jax.random.key(0), 3))
+
+
+def test_fast_bytes_follow_their_documented_layout():
+    key = jax.random.key(3)
+    b = np.asarray(_bits.random_bytes(key, (3, 19)))
+    d = jax.random.key_data(jax.random.key(3))
+    counters = jnp.arange(9, dtype=jnp.uint32)  # 3 rows x ceil(19 / 8) hashes
+    x0, x1 = _bits.threefry2x32(d[0], d[1], jnp.uint32(0), counters)
+    words = np.stack([np.asarray(x0), np.asarray(x1)], -1).astype("<u4")
+    np.testing.assert_array_equal(b, words.view(np.uint8).reshape(3, 24)[:, :19])
+    assert _bits.random_bytes(jax.random.key(4), ()).shape == ()
+    assert _bits.random_bytes(jax.random.key(5), (4, 0)).shape == (4, 0)
+
+
+@pytest.mark.slow
+def test_fast_bytes_are_uniform():
+    b = np.asarray(_bits.random_bytes(jax.random.key(6), (2000, 1000)))
+    assert_uniform_counts(np.bincount(b.ravel(), minlength=256))
+    # Each byte position within a hash is uniform too.
+    for j in range(8):
+        assert_uniform_counts(np.bincount(b[:, j::8].ravel(), minlength=256))
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (2, 32), (4, 70), (2, 3, 65)])
+def test_pack_bits_round_trip_is_exact(shape):
+    mask = jax.random.bernoulli(jax.random.key(32), 0.4, shape)
+
+    @jax.jit  # one compiled program per shape
+    def round_trip(mask):
+        words = _bits.pack_bits(mask)
+        return words, _bits.unpack_bits(words, shape[-1])
+
+    words, unpacked = round_trip(mask)
+    assert words.shape == (*shape[:-1], -(-shape[-1] // 32)) and words.dtype == jnp.uint32
+    np.testing.assert_array_equal(unpacked, mask)
+    # Bit k of word w is element 32 w + k.
+    flat = np.asarray(mask).reshape(-1, shape[-1])[0]
+    np.testing.assert_array_equal(
+        np.asarray(words).reshape(-1, words.shape[-1])[0, 0] >> np.arange(min(32, shape[-1])) & 1,
+        flat[:32],
+    )
+
+
+def test_keep_in_memory_is_the_identity_behind_a_fusion_boundary():
+    words = jax.random.bits(jax.random.key(0), (5, 2))
+    for k0 in (0, 2**31 + 5):  # the loop runs once whether the top bit is clear or set
+        key_data = jnp.array([k0, 7], jnp.uint32)
+        np.testing.assert_array_equal(_bits.keep_in_memory(words, key_data), words)
+        compiled = jax.jit(_bits.keep_in_memory).lower(words, key_data).compile()
+        np.testing.assert_array_equal(compiled(words, key_data), words)
+    assert "while" in compiled.as_text()  # XLA cannot see the trip count: not fused away

@@ -109,8 +109,10 @@ def test_legacy_and_typed_keys_agree(op):
 
 
 @params
-@pytest.mark.parametrize("impl", ["threefry2x32", "rbg", "unsafe_rbg"])
+@pytest.mark.parametrize("impl", ["rbg", "unsafe_rbg"])
 def test_every_prng_impl(op, impl):
+    # threefry2x32 (the default): test_same_key_same_output_jit_or_not and
+    # test_different_keys_different_outputs check the same three things.
     x = _x(op)
     a = jax.jit(op.call, static_argnums=2)(jax.random.key(9, impl=impl), x, 0.5)
     b = op.call(jax.random.key(9, impl=impl), x, 0.5)
@@ -158,7 +160,9 @@ def test_traced_rate_zero_is_identity(op):
 @rate_params
 @pytest.mark.parametrize("traced", [False, True], ids=["python", "traced"])
 def test_rate_one_gives_zeros_and_finite_zero_gradients(op, traced):
-    x = _x(op).at[(0,) * len(op.shape)].set(jnp.inf).at[(1,) * len(op.shape)].set(jnp.nan)
+    x = np.array(_x(op))
+    x[(0,) * len(op.shape)], x[(1,) * len(op.shape)] = np.inf, np.nan
+    x = jnp.asarray(x)
     rate = jnp.float32(1.0) if traced else 1.0
 
     def loss(x):
@@ -166,7 +170,8 @@ def test_rate_one_gives_zeros_and_finite_zero_gradients(op, traced):
 
     y = op.call(jax.random.key(14), x, rate)
     np.testing.assert_array_equal(y, jnp.zeros_like(x))
-    g = jax.grad(loss)(x)
+    # One compiled program; the rate stays what it is eagerly (closed over, not traced).
+    g = jax.jit(jax.grad(loss))(x)
     np.testing.assert_array_equal(g, jnp.zeros_like(x))
 
 
@@ -177,7 +182,9 @@ def test_dtype_preserved_with_python_and_traced_rate(op, dtype):
     for seed, rate in enumerate((0.3, 1.0)):
         assert op.call(jax.random.key(15 + 10 * seed), x, rate).dtype == dtype
         assert jax.jit(op.call)(jax.random.key(16 + 10 * seed), x, jnp.float32(rate)).dtype == dtype
-    g = jax.grad(lambda x: jnp.sum(op.call(jax.random.key(17), x, 0.3).astype(jnp.float32)))(x)
+    g = jax.jit(
+        jax.grad(lambda x: jnp.sum(op.call(jax.random.key(17), x, 0.3).astype(jnp.float32)))
+    )(x)
     assert g.dtype == dtype
 
 
@@ -251,16 +258,25 @@ def test_key_reuse_is_detected(op):
 def test_output_is_affine_in_x_and_gradient_flows_only_through_kept_units(op):
     x = _x(op)
     rate = 0.4
-    f = lambda x: op.call(jax.random.key(22), x, rate)  # noqa: E731
-    y, vjp = jax.vjp(f, x)
-    (slope,) = vjp(jnp.ones_like(y))
-    offset = f(jnp.zeros_like(x))
+
+    def f(x):
+        return op.call(jax.random.key(22), x, rate)
+
+    @jax.jit  # one compiled program for the output, its slope and its offset
+    def parts(x):
+        y, vjp = jax.vjp(f, x)
+        (slope,) = vjp(jnp.ones_like(y))
+        return y, slope, f(jnp.zeros_like(x))
+
+    # NumPy from here on: eager jnp ops and boolean indexing would compile per shape.
+    y, slope, offset = map(np.asarray, parts(x))
+    x = np.asarray(x)
     np.testing.assert_allclose(y, slope * x + offset, rtol=1e-6, atol=1e-6)
     if op.kind in ("mask", "classic", "block"):
         np.testing.assert_array_equal(offset, 0)
         dropped = y == 0
         np.testing.assert_array_equal(slope[dropped], 0)
-        kept_slope = np.unique(np.asarray(slope[~dropped]))
+        kept_slope = np.unique(slope[~dropped])
         assert kept_slope.size == 1  # one scale for every kept unit
         if op.kind == "mask":
             np.testing.assert_allclose(kept_slope, 1 / op.keep(rate), rtol=1e-6)
@@ -277,6 +293,7 @@ def test_every_output_is_zero_or_scaled_input(op):
     np.testing.assert_array_equal(y, expected.astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", [op for op in OPS if op.units is not None], ids=str)
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.85])
 def test_keep_fraction_within_5_sigma(op, rate):

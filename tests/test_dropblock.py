@@ -16,6 +16,7 @@ def _coverage(size, block):
     return np.array([sum(1 for c in range(valid) if c <= p < c + block) for p in range(size)])
 
 
+@pytest.mark.slow
 def test_paper_gamma_realised_drop_fraction_matches_exact_expectation():
     rate, bs, s = 0.2, 3, 12
     gamma = rate / bs**2 * s**2 / (s - bs + 1) ** 2
@@ -55,6 +56,7 @@ def test_normalised_by_kept_fraction():
     np.testing.assert_allclose(y.sum(), x.size, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_block_size_one_has_dropout_statistics():
     y = np.asarray(
         jaxreg.dropblock(jax.random.key(3), jnp.ones((100, 100, 100, 1)), rate=0.3, block_size=1)

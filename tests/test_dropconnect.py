@@ -131,6 +131,7 @@ def test_per_example_memory_stays_bounded_at_benchmark_size():
         assert mem.temp_size_in_bytes <= 64 * 2**20, mem.temp_size_in_bytes / 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 def test_per_weight_keep_fraction(rate):
     keys = jax.random.split(jax.random.key(17), 100_000)
@@ -182,6 +183,7 @@ def _moments(x, kernel, rate, inverted):
 N = 200_000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("inverted", [True, False])
 def test_moment_matching_against_monte_carlo_over_real_masks(inverted):
     x, kernel = _small_layer()
@@ -208,6 +210,7 @@ def test_moment_matching_against_monte_carlo_over_real_masks(inverted):
         assert_variance(real[:, 0], wrong_var[0])
 
 
+@pytest.mark.slow
 def test_inference_averages_the_activation_of_the_gaussian():
     x, kernel = _small_layer()
     bias = jnp.array([0.3, -0.2])
@@ -386,22 +389,6 @@ def test_rate_one_dense_gives_bias_and_zero_kernel_gradients():
             gk, gb = jax.grad(lambda k, b, f=f: jnp.sum(f(k, b)), (0, 1))(kernel, bias)
             np.testing.assert_array_equal(gk, 0)
             np.testing.assert_array_equal(gb, B)
-
-
-@pytest.mark.parametrize("shape", [(3, 1), (2, 32), (4, 70), (2, 3, 65)])
-def test_pack_bits_round_trip_is_exact(shape):
-    from jaxreg import _bits
-
-    mask = jax.random.bernoulli(jax.random.key(32), 0.4, shape)
-    words = _bits.pack_bits(mask)
-    assert words.shape == (*shape[:-1], -(-shape[-1] // 32)) and words.dtype == jnp.uint32
-    np.testing.assert_array_equal(_bits.unpack_bits(words, shape[-1]), mask)
-    # Bit k of word w is element 32 w + k.
-    flat = np.asarray(mask).reshape(-1, shape[-1])[0]
-    np.testing.assert_array_equal(
-        np.asarray(words).reshape(-1, words.shape[-1])[0, 0] >> np.arange(min(32, shape[-1])) & 1,
-        flat[:32],
-    )
 
 
 def test_per_example_rate_gradient_equals_materialised_reference():

@@ -1,14 +1,20 @@
 """dropout / scale_for_inference / spatial_dropout / variational_dropout specifics."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxreg
+from ops import fast_keep
 from stats import assert_mean
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
 def test_inverted_and_classic_dropout_have_the_same_expectation(rate):
     # E[inverted train output] = x = inference output; E[classic train output] =
@@ -150,7 +156,7 @@ def test_forward_mode_autodiff_works():
     f = lambda x: jaxreg.dropout(jax.random.key(16), x, rate=0.5)  # noqa: E731
     y, y_dot = jax.jvp(f, (x,), (jnp.ones_like(x),))
     np.testing.assert_array_equal(y_dot, jnp.where(y != 0, 2.0, 0.0))
-    h = jax.hessian(lambda x: jnp.sum(f(x) ** 2))(x)
+    h = jax.jit(jax.hessian(lambda x: jnp.sum(f(x) ** 2)))(x)  # one program, not op by op
     assert h.shape == (4, 5, 4, 5)
 
 
@@ -169,3 +175,50 @@ def test_value_and_grad_hashes_once_and_forward_stays_fused():
     assert _hash_count(grad_ref, x, key) == 2  # XLA recomputes it in the backward pass
     forward = jax.jit(lambda k, x: jaxreg.dropout(k, x, rate=0.3)).lower(key, x).compile()
     assert "while" not in forward.as_text()  # plain forward: one fused pass, nothing stored
+
+
+@st.composite
+def _shapes_and_broadcast_dims(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=4)))
+    axes = sorted(draw(st.sets(st.integers(0, len(shape) - 1))))
+    # Each shared axis may be named by its positive or its negative index.
+    dims = tuple(draw(st.sampled_from([a, a - len(shape)])) for a in axes)
+    return shape, axes, dims
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
+@given(
+    case=_shapes_and_broadcast_dims(),
+    rate=st.sampled_from([0.1, 0.5, 0.9]),
+    sampler=st.sampled_from(["exact", "fast"]),
+)
+def test_dropout_is_exact_for_any_shape_and_broadcast_dims(case, rate, sampler):
+    """Property test (fixed seed, 10 examples): one compiled program per example."""
+    shape, axes, dims = case
+    reduced = tuple(1 if i in axes else s for i, s in enumerate(shape))
+    noise_shape = tuple(1 if i in axes else None for i in range(len(shape)))
+    x = jnp.linspace(0.5, 2.0, math.prod(shape), dtype=jnp.float32).reshape(shape)
+
+    @jax.jit
+    def run(x):
+        def key():  # a fresh key for each draw (the key-reuse checker is on)
+            return jax.random.key(0)
+
+        kw = {"rate": rate, "sampler": sampler}
+        y = jaxreg.dropout(key(), x, broadcast_dims=dims, **kw)
+        y_noise = jaxreg.dropout(key(), x, noise_shape=noise_shape, **kw)
+        m = jaxreg.bernoulli_mask(key(), shape, broadcast_dims=dims, **kw)
+        bernoulli = jax.random.bernoulli(key(), 1 - rate, reduced)
+        return y, y_noise, m, jaxreg.apply_mask(x, m, **kw), bernoulli
+
+    y, y_noise, m, applied, bernoulli = map(np.asarray, run(x))
+    np.testing.assert_array_equal(y, applied)  # dropout is apply_mask of bernoulli_mask
+    np.testing.assert_array_equal(y_noise, y)  # noise_shape is the Keras spelling
+    # The mask is shared along the broadcast axes and drawn at the reduced shape.
+    np.testing.assert_array_equal(m, np.broadcast_to(m[tuple(slice(r) for r in reduced)], shape))
+    if sampler == "exact":
+        np.testing.assert_array_equal(m, np.broadcast_to(bernoulli, shape))
+    # Every output is 0 (dropped) or x / keep (kept).
+    np.testing.assert_array_equal(y != 0, m)
+    keep = fast_keep(rate) if sampler == "fast" else 1 - rate
+    np.testing.assert_allclose(y[m], np.asarray(x)[m] / np.float32(keep), rtol=1e-6)

@@ -65,6 +65,7 @@ def test_dropout_equals_mask_then_apply():
         np.testing.assert_array_equal(y, jaxreg.apply_mask(x, m, rate=0.35))
 
 
+@pytest.mark.slow
 def test_broadcast_slices_all_kept_or_all_dropped_and_chi_square_uniform():
     # Mask shared along axis 1: each row is all kept or all dropped.
     x = jnp.ones((200_000, 8))
@@ -77,6 +78,7 @@ def test_broadcast_slices_all_kept_or_all_dropped_and_chi_square_uniform():
     assert_uniform_counts(np.bincount(np.nonzero(kept)[0] * 64 // kept.size, minlength=64))
 
 
+@pytest.mark.slow
 def test_mask_keep_positions_are_uniform_over_positions():
     m = np.asarray(jaxreg.bernoulli_mask(jax.random.key(8), (4096, 512), rate=0.5))
     assert_uniform_counts(m.sum(axis=0))  # every column keeps about half
@@ -115,30 +117,7 @@ def test_apply_mask_broadcasts_a_smaller_mask():
     np.testing.assert_array_equal(y, [[2.0, 0.0, 6.0], [8.0, 0.0, 12.0]])
 
 
-def test_fast_bytes_follow_their_documented_layout():
-    from jaxreg import _bits
-
-    key = jax.random.key(3)
-    b = np.asarray(_bits.random_bytes(key, (3, 19)))
-    d = jax.random.key_data(jax.random.key(3))
-    counters = jnp.arange(9, dtype=jnp.uint32)  # 3 rows x ceil(19 / 8) hashes
-    x0, x1 = _bits.threefry2x32(d[0], d[1], jnp.uint32(0), counters)
-    words = np.stack([np.asarray(x0), np.asarray(x1)], -1).astype("<u4")
-    np.testing.assert_array_equal(b, words.view(np.uint8).reshape(3, 24)[:, :19])
-    assert _bits.random_bytes(jax.random.key(4), ()).shape == ()
-    assert _bits.random_bytes(jax.random.key(5), (4, 0)).shape == (4, 0)
-
-
-def test_fast_bytes_are_uniform():
-    from jaxreg import _bits
-
-    b = np.asarray(_bits.random_bytes(jax.random.key(6), (2000, 1000)))
-    assert_uniform_counts(np.bincount(b.ravel(), minlength=256))
-    # Each byte position within a hash is uniform too.
-    for j in range(8):
-        assert_uniform_counts(np.bincount(b[:, j::8].ravel(), minlength=256))
-
-
+@pytest.mark.slow
 def test_fast_mode_quantizes_the_rate_and_stays_unbiased():
     n = 4_000_000
     y = np.asarray(jaxreg.dropout(jax.random.key(7), jnp.ones(n), rate=0.1, sampler="fast"))
@@ -166,6 +145,7 @@ def test_fast_mask_and_apply_compose_like_dropout():
         jaxreg.apply_mask(x, m, rate=0.3, sampler=None)
 
 
+@pytest.mark.slow
 def test_python_and_array_rates_resolve_the_keep_probability_as_documented():
     # 1 - 0.00485 rounds differently in float64-then-float32 (Python rate, like flax)
     # and in float32 (array rate, like jax.random.bernoulli with an array p).

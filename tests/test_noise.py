@@ -19,6 +19,7 @@ def test_gaussian_noise_is_jax_normal_scaled():
     np.testing.assert_allclose(y, 1 + np.sqrt(rate / (1 - rate)) * eps, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
 def test_gaussian_dropout_moments_match_bernoulli_dropout(rate):
     y = np.asarray(jaxreg.gaussian_dropout(jax.random.key(1), jnp.ones(N), rate=rate))
@@ -30,6 +31,7 @@ def test_gaussian_dropout_moments_match_bernoulli_dropout(rate):
     assert_variance(b, rate / (1 - rate))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.05, 0.2, 0.5])
 def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
     x = jax.random.normal(jax.random.key(3), (N,))
@@ -38,6 +40,7 @@ def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
     assert_variance(y, 1.0)
 
 
+@pytest.mark.slow
 def test_alpha_dropout_values_and_keep_fraction():
     rate = 0.2
     q = 1 - rate
