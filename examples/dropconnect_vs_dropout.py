@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 
-import _common as C
+import _common as common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,9 +54,15 @@ def dc_inference(params, x, *, key, dc, method, num_samples):
     l1, l2, l3 = params
     h = jax.nn.relu(x @ l1["kernel"] + l1["bias"])
     h = jaxreg.drop_connect_inference(
-        key, h, l2["kernel"], l2["bias"], rate=dc, activation=jax.nn.relu,
-        num_samples=num_samples, method=method,
-    )  # fmt: skip
+        key,
+        h,
+        l2["kernel"],
+        l2["bias"],
+        rate=dc,
+        activation=jax.nn.relu,
+        num_samples=num_samples,
+        method=method,
+    )
     return h @ l3["kernel"] + l3["bias"]
 
 
@@ -73,30 +79,31 @@ def nll_err(probs, y):
 
 
 def main(argv=None):
-    p = C.Parser(description=__doc__.splitlines()[0])
+    p = common.Parser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
     p.add_argument("--out", default=os.path.join("results", "dropconnect_vs_dropout"))
-    p.add_argument("--seeds", type=C.positive_int, default=4)
-    p.add_argument("--steps", type=C.positive_int, default=3000)
-    p.add_argument("--train-size", type=C.positive_int, default=1000)
-    p.add_argument("--rates", type=C.float_list(low=0.0, high=1.0, high_open=True),
-                   default=[0.25, 0.5])  # fmt: skip
+    p.add_argument("--seeds", type=common.positive_int, default=4)
+    p.add_argument("--steps", type=common.positive_int, default=3000)
+    p.add_argument("--train-size", type=common.positive_int, default=1000)
+    p.add_argument(
+        "--rates", type=common.float_list(low=0.0, high=1.0, high_open=True), default=[0.25, 0.5]
+    )
     a = p.parse_args(argv)
     chunk, mc, z = 250, 200, 1000
     if a.smoke:
         a.seeds, a.steps, a.rates = 1, 60, [0.5]
         chunk, mc, z = 30, 8, 16
     t0 = time.time()
-    data = C.load_data(train_size=a.train_size)
+    data = common.load_data(train_size=a.train_size)
     sets = settings(a.rates)
-    g = C.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
+    g = common.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
     names = [sets[i][0] for i in g["setting"]]
     hp = {
         "drop": np.array([sets[i][1] for i in g["setting"]], np.float32),
         "dc": np.array([sets[i][2] for i in g["setting"]], np.float32),
     }
-    trainer = C.Trainer(
-        init=lambda key: C.init_mlp(key, SIZES),
+    trainer = common.Trainer(
+        init=lambda key: common.init_mlp(key, SIZES),
         apply=lambda params, hp, x, key: forward(params, x, key=key, drop=hp["drop"], dc=hp["dc"]),
         optimizer=lambda hp: optax.adam(1e-3),
         batch_size=128,
@@ -105,12 +112,12 @@ def main(argv=None):
     state = trainer.init_state(hp, seeds=g["seed"])
     xtr, ytr, xte, yte = trainer.put_data(data.x_train, data.y_train, data.x_test, data.y_test)
     curve = []
-    bar = C.progress(a.steps // chunk, models=len(names), chunk_steps=chunk)
+    bar = common.progress(a.steps // chunk, models=len(names), chunk_steps=chunk)
     for c in range(a.steps // chunk):
         state, _ = trainer.chunk(state, hp, xtr, ytr)
         _, acc = trainer.evaluate(state.params, hp, xte, yte)
         _, acc_tr = trainer.evaluate(state.params, hp, xtr, ytr)
-        curve.append(((c + 1) * chunk, 1 - C.to_host(acc), 1 - C.to_host(acc_tr)))
+        curve.append(((c + 1) * chunk, 1 - common.to_host(acc), 1 - common.to_host(acc_tr)))
         bar.update(1)
     bar.close()
 
@@ -123,7 +130,9 @@ def main(argv=None):
         key = jax.random.fold_in(jax.random.key(seed), 3)
         k_mom, k_mc = jax.random.split(key)
         out = {}
-        out["scale"] = nll_err(jax.nn.softmax(forward(params, x_test, key=None, drop=0, dc=0)), y_test)
+        out["scale"] = nll_err(
+            jax.nn.softmax(forward(params, x_test, key=None, drop=0, dc=0)), y_test
+        )
         probs = jax.lax.map(
             lambda xb: jax.nn.softmax(
                 dc_inference(params, xb, key=k_mom, dc=dc, method="moments", num_samples=z)
@@ -139,9 +148,11 @@ def main(argv=None):
         out["mc"] = nll_err(mean, y_test)
         return out
 
-    res = C.to_host(jax.jit(lambda a_: jax.lax.map(infer, a_))(
-        (state.params, jnp.asarray(hp["dc"]), jnp.asarray(g["seed"]))
-    ))  # fmt: skip
+    res = common.to_host(
+        jax.jit(lambda a_: jax.lax.map(infer, a_))(
+            (state.params, jnp.asarray(hp["dc"]), jnp.asarray(g["seed"]))
+        )
+    )
     rows = []
     for i, name in enumerate(names):
         row = {
@@ -155,13 +166,21 @@ def main(argv=None):
             row[f"test_nll_{m}"] = float(res[m][0][i])
             row[f"test_error_{m}"] = float(res[m][1][i])
         rows.append(row)
-    C.write_csv(os.path.join(a.out, "dropconnect_vs_dropout.csv"), rows)
+    common.write_csv(os.path.join(a.out, "dropconnect_vs_dropout.csv"), rows)
     curve_rows = [
-        {"step": s, "model": i, "setting": names[i], "rate": float(hp["drop"][i] + hp["dc"][i]),
-         "seed": int(g["seed"][i]), "test_error": float(te[i]), "train_error": float(tr[i])}
-        for s, te, tr in curve for i in range(len(names))
-    ]  # fmt: skip
-    C.write_csv(os.path.join(a.out, "curves.csv"), curve_rows)
+        {
+            "step": s,
+            "model": i,
+            "setting": names[i],
+            "rate": float(hp["drop"][i] + hp["dc"][i]),
+            "seed": int(g["seed"][i]),
+            "test_error": float(te[i]),
+            "train_error": float(tr[i]),
+        }
+        for s, te, tr in curve
+        for i in range(len(names))
+    ]
+    common.write_csv(os.path.join(a.out, "curves.csv"), curve_rows)
     plot(rows, curve, names, hp, os.path.join(a.out, "dropconnect_vs_dropout.png"))
     report(rows)
     print(f"wrote {a.out} in {time.time() - t0:.0f} s")
@@ -190,9 +209,15 @@ def report(rows):
         else:
             line += ["", "", ""]
         table.append(line)
-    heads = ["setting", "train err %", "test err % (scale)", "test err % (moments)",
-             "test err % (MC)", "test NLL scale / moments / MC"]  # fmt: skip
-    print(C.markdown_table(heads, table))
+    heads = [
+        "setting",
+        "train err %",
+        "test err % (scale)",
+        "test err % (moments)",
+        "test err % (MC)",
+        "test NLL scale / moments / MC",
+    ]
+    print(common.markdown_table(heads, table))
 
 
 def plot(rows, curve, names, hp, path):
@@ -244,7 +269,7 @@ def plot(rows, curve, names, hp, path):
     ax.legend(fontsize=8)
     fig.suptitle("MNIST-1D MLP 40-256-256-10: DropConnect vs dropout (Wan et al. 2013)")
     fig.tight_layout()
-    C.save_figure(fig, path, dpi=80)
+    common.save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 

@@ -18,11 +18,10 @@ Run: python examples/mc_dropout.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
-import _common as C
+import _common as common
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,7 +68,7 @@ def gauss_ll(y, mean, var):
 
 def diabetes(rates, num_splits, steps, chunk, mc_samples):
     d = split_data(num_splits)
-    g = C.grid(rate=rates, split=np.arange(num_splits))
+    g = common.grid(rate=rates, split=np.arange(num_splits))
     s = g["split"]
     hp = {"rate": g["rate"].astype(np.float32), "x": d["xtr"][s], "y": d["ytr"][s]}
     n_train = d["xtr"].shape[1]
@@ -77,11 +76,11 @@ def diabetes(rates, num_splits, steps, chunk, mc_samples):
     # Each model has its own split: the Trainer samples indices into the shared
     # arange(n_train), and ``apply`` looks the examples up in the model's own hp.
     def apply(params, hp, idx, key):
-        pred = C.mlp(params, hp["x"][idx], key=key, rates=hp["rate"])[:, 0]
+        pred = common.mlp(params, hp["x"][idx], key=key, rates=hp["rate"])[:, 0]
         return jnp.stack([pred, hp["y"][idx]], axis=1)
 
-    trainer = C.Trainer(
-        init=lambda key: C.init_mlp(key, (d["xtr"].shape[2], HIDDEN, 1)),
+    trainer = common.Trainer(
+        init=lambda key: common.init_mlp(key, (d["xtr"].shape[2], HIDDEN, 1)),
         apply=apply,
         optimizer=lambda hp: optax.adam(1e-3),
         batch_size=32,
@@ -91,7 +90,7 @@ def diabetes(rates, num_splits, steps, chunk, mc_samples):
     )
     state = trainer.init_state(hp, seeds=s)
     idx = np.arange(n_train)
-    bar = C.progress(steps // chunk, models=len(s), chunk_steps=chunk, desc="diabetes")
+    bar = common.progress(steps // chunk, models=len(s), chunk_steps=chunk, desc="diabetes")
     for _ in range(steps // chunk):
         state, _ = trainer.chunk(state, hp, idx, idx)
         bar.update(1)
@@ -101,20 +100,19 @@ def diabetes(rates, num_splits, steps, chunk, mc_samples):
     @jax.vmap
     def evaluate(params, rate, seed, xva, yva, xte, yte, mu, sd):
         def sample(key, x):
-            return C.mlp(params, x, key=key, rates=rate)[:, 0]
+            return common.mlp(params, x, key=key, rates=rate)[:, 0]
 
         key = jax.random.fold_in(jax.random.key(seed), 2)
         out = {}
         both = jnp.concatenate([xva, xte])
         m_mc, v_mc = jaxreg.mc_predict(sample, key, both, num_samples=mc_samples, chunk_size=100)
-        m_ws = C.mlp(params, both, key=None)[:, 0]
+        m_ws = common.mlp(params, both, key=None)[:, 0]
         nva = xva.shape[0]
         for name, m, v in (("mc", m_mc, v_mc), ("ws", m_ws, jnp.zeros_like(m_ws))):
             # Observation noise: the variance on the grid that maximises validation LL.
-            ll_val = jax.vmap(lambda s2: gauss_ll(yva, m[:nva], v[:nva] + s2).mean())(
-                jnp.asarray(NOISE_GRID)
-            )
-            s2 = jnp.asarray(NOISE_GRID)[jnp.argmax(ll_val)]
+            grid = jnp.asarray(NOISE_GRID)
+            ll_val = gauss_ll(yva[None], m[None, :nva], v[None, :nva] + grid[:, None]).mean(1)
+            s2 = grid[jnp.argmax(ll_val)]
             mt, vt = m[nva:], v[nva:] + s2
             out[f"rmse_{name}"] = jnp.sqrt(jnp.mean(jnp.square(mt - yte))) * sd
             out[f"ll_{name}"] = gauss_ll(yte, mt, vt).mean() - jnp.log(sd)
@@ -122,7 +120,7 @@ def diabetes(rates, num_splits, steps, chunk, mc_samples):
         out["mc_std"] = jnp.sqrt(v_mc[nva:]).mean() * sd
         return out
 
-    res = C.to_host(
+    res = common.to_host(
         evaluate(
             state.params,
             hp["rate"],
@@ -143,9 +141,9 @@ def toy(seeds, steps, chunk, mc_samples, rate=0.1):
     x = np.concatenate([rng.uniform(-2, -0.6, 20), rng.uniform(0.6, 2, 20)]).astype(np.float32)
     y = (np.sin(2 * x) + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
     hp = {"rate": np.full(len(seeds), rate, np.float32)}
-    trainer = C.Trainer(
-        init=lambda key: C.init_mlp(key, (1, 128, 128, 1)),
-        apply=lambda params, hp, xb, key: C.mlp(params, xb, key=key, rates=hp["rate"])[:, 0],
+    trainer = common.Trainer(
+        init=lambda key: common.init_mlp(key, (1, 128, 128, 1)),
+        apply=lambda params, hp, xb, key: common.mlp(params, xb, key=key, rates=hp["rate"])[:, 0],
         optimizer=lambda hp: optax.adam(1e-3),
         batch_size=20,
         chunk_steps=chunk,
@@ -161,13 +159,13 @@ def toy(seeds, steps, chunk, mc_samples, rate=0.1):
     @jax.vmap
     def predict(params, seed):
         def sample(key, xs):
-            return C.mlp(params, xs, key=key, rates=rate)[:, 0]
+            return common.mlp(params, xs, key=key, rates=rate)[:, 0]
 
         key = jax.random.fold_in(jax.random.key(seed), 2)
         m, v = jaxreg.mc_predict(sample, key, grid_x[:, None], num_samples=mc_samples)
-        return m, jnp.sqrt(v), C.mlp(params, grid_x[:, None], key=None)[:, 0]
+        return m, jnp.sqrt(v), common.mlp(params, grid_x[:, None], key=None)[:, 0]
 
-    mean, std, ws = C.to_host(predict(state.params, jnp.asarray(seeds)))
+    mean, std, ws = common.to_host(predict(state.params, jnp.asarray(seeds)))
     rows = [
         {
             "seed": int(seeds[i]),
@@ -219,26 +217,52 @@ def plot(summary, toy_data, rows, path, title_note=""):
     fig, axes = plt.subplots(1, 4, figsize=(17, 4))
     rates = sorted(summary)
     split_rows = {r: [row for row in rows if row["rate"] == r] for r in rates}
-    for ax, metric, label in (
-        (axes[0], "rmse", "test RMSE (disease-progression units)"),
-        (axes[1], "ll", "test log-likelihood (nats per patient)"),
+    ax = axes[0]
+    for j, (name, colour, off) in enumerate((("mc", "C0", -0.004), ("ws", "C1", 0.004))):
+        for r in rates:  # every split as a faint point: the spread over splits
+            vals = [row[f"rmse_{name}"] for row in split_rows[r]]
+            ax.plot(np.full(len(vals), r + off), vals, ".", color=colour, alpha=0.25)
+        m = [summary[r][f"rmse_{name}"][0] for r in rates]
+        s = [summary[r][f"rmse_{name}"][1] for r in rates]
+        ax.errorbar(
+            np.array(rates) + off,
+            m,
+            yerr=s,
+            color=colour,
+            marker="o",
+            capsize=3,
+            label=("MC dropout" if j == 0 else "weight scaling") + " (mean ± std)",
+        )
+    ax.set_xlabel("dropout rate")
+    ax.set_ylabel("test RMSE (disease-progression units)")
+    ax.legend(fontsize=8)
+    ax = axes[1]  # paired differences: same trained model, two inferences
+    for metric, colour, off, lab in (
+        ("ll", "C2", -0.004, "log-lik. (nats/patient)"),
+        ("rmse", "C3", 0.004, "RMSE / 100 (units/100)"),
     ):
-        for j, (name, colour, off) in enumerate((("mc", "C0", -0.004), ("ws", "C1", 0.004))):
-            for r in rates:  # every split as a faint point: the spread over splits
-                vals = [row[f"{metric}_{name}"] for row in split_rows[r]]
-                ax.plot(np.full(len(vals), r + off), vals, ".", color=colour, alpha=0.25)
-            m = [summary[r][f"{metric}_{name}"][0] for r in rates]
-            s = [summary[r][f"{metric}_{name}"][1] for r in rates]
-            ax.errorbar(
-                np.array(rates) + off, m, yerr=s, color=colour, marker="o", capsize=3,
-                label=("MC dropout" if j == 0 else "weight scaling") + " (mean ± std)",
-            )  # fmt: skip
-        ax.set_xlabel("dropout rate")
-        ax.set_ylabel(label)
-        ax.legend(fontsize=8)
+        scale = 0.01 if metric == "rmse" else 1.0
+        for r in rates:
+            d = [(row[f"{metric}_mc"] - row[f"{metric}_ws"]) * scale for row in split_rows[r]]
+            ax.plot(np.full(len(d), r + off), d, ".", color=colour, alpha=0.35)
+        m = [summary[r][f"{metric}_diff"][0] * scale for r in rates]
+        s = [summary[r][f"{metric}_diff"][1] * scale for r in rates]
+        ax.errorbar(
+            np.array(rates) + off,
+            m,
+            yerr=s,
+            color=colour,
+            marker="o",
+            capsize=3,
+            label=f"MC - scaling: {lab}",
+        )
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xlabel("dropout rate")
+    ax.set_ylabel("MC dropout minus weight scaling (per split)")
+    ax.legend(fontsize=8)
     n_splits = len(split_rows[rates[0]])
-    axes[0].set_title(f"diabetes: RMSE, {n_splits} random splits")
-    axes[1].set_title(f"diabetes: log-likelihood, {n_splits} splits")
+    axes[0].set_title(f"diabetes: test RMSE, {n_splits} random splits")
+    axes[1].set_title("diabetes: paired difference, same models")
 
     x, y, gx, mean, std, ws = toy_data
     ax = axes[2]
@@ -263,18 +287,21 @@ def plot(summary, toy_data, rows, path, title_note=""):
     ax.legend(fontsize=8)
     fig.suptitle("MC dropout vs weight-scaling inference (Gal & Ghahramani 2016)" + title_note)
     fig.tight_layout()
-    C.save_figure(fig, path, dpi=80)
+    common.save_figure(fig, path, dpi=80)
     plt.close(fig)
 
 
 def main(argv=None):
-    p = C.Parser(description=__doc__.splitlines()[0])
+    p = common.Parser(description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
     p.add_argument("--out", default=os.path.join("results", "mc_dropout"))
-    p.add_argument("--splits", type=C.positive_int, default=20)
-    p.add_argument("--steps", type=C.positive_int, default=4000)
-    p.add_argument("--rates", type=C.float_list(low=0.0, high=1.0, high_open=True),
-                   default=[0.05, 0.1, 0.2, 0.3])  # fmt: skip
+    p.add_argument("--splits", type=common.positive_int, default=20)
+    p.add_argument("--steps", type=common.positive_int, default=4000)
+    p.add_argument(
+        "--rates",
+        type=common.float_list(low=0.0, high=1.0, high_open=True),
+        default=[0.05, 0.1, 0.2, 0.3, 0.5],
+    )
     a = p.parse_args(argv)
     if a.smoke:
         a.splits, a.steps, a.rates = 3, 100, [0.1]
@@ -284,8 +311,8 @@ def main(argv=None):
     t0 = time.time()
     rows = diabetes(a.rates, a.splits, a.steps, chunk, mc)
     toy_rows, toy_data = toy(seeds, toy_steps, chunk, mc)
-    C.write_csv(os.path.join(a.out, "mc_dropout.csv"), rows)
-    C.write_csv(os.path.join(a.out, "toy_1d.csv"), toy_rows)
+    common.write_csv(os.path.join(a.out, "mc_dropout.csv"), rows)
+    common.write_csv(os.path.join(a.out, "toy_1d.csv"), toy_rows)
     summary = summarise(rows)
     plot(summary, toy_data, rows, os.path.join(a.out, "mc_dropout.png"))
     table = []
@@ -297,7 +324,7 @@ def main(argv=None):
             + ["{}/{}".format(*v["mc_wins_ll"])]
         )
     heads = ["rate", "RMSE MC", "RMSE WS", "RMSE MC-WS", "LL MC", "LL WS", "LL MC-WS", "MC wins LL"]
-    print(C.markdown_table(heads, table))
+    print(common.markdown_table(heads, table))
     reg = region_std(toy_rows)
     print(
         "toy MC std (mean over seeds): on data {data:.3f}, in the gap {gap:.3f}, "
