@@ -148,11 +148,25 @@ def main(argv=None):
         out["mc"] = nll_err(mean, y_test)
         return out
 
-    res = common.to_host(
+    dc_models = np.flatnonzero(hp["dc"] > 0)  # inference variants for DropConnect models only
+    dc_params = jax.tree.map(lambda a_: a_[dc_models], state.params)
+    res_dc = common.to_host(
         jax.jit(lambda a_: jax.lax.map(infer, a_))(
-            (state.params, jnp.asarray(hp["dc"]), jnp.asarray(g["seed"]))
+            (dc_params, jnp.asarray(hp["dc"][dc_models]), jnp.asarray(g["seed"][dc_models]))
         )
     )
+    scale = jax.jit(
+        jax.vmap(
+            lambda params: nll_err(
+                jax.nn.softmax(forward(params, x_test, key=None, drop=0, dc=0)), y_test
+            )
+        )
+    )
+    res = {m: [np.full(len(names), np.nan), np.full(len(names), np.nan)] for m in ("moments", "mc")}
+    res["scale"] = common.to_host(scale(state.params))
+    for m in ("moments", "mc"):
+        for j in range(2):
+            res[m][j][dc_models] = res_dc[m][j]
     rows = []
     for i, name in enumerate(names):
         row = {
@@ -163,8 +177,9 @@ def main(argv=None):
             "train_error": float(curve[-1][2][i]),
         }
         for m in ("scale", "moments", "mc"):
-            row[f"test_nll_{m}"] = float(res[m][0][i])
-            row[f"test_error_{m}"] = float(res[m][1][i])
+            for j, k in enumerate(("test_nll", "test_error")):
+                v = float(res[m][j][i])  # empty: not a DropConnect model
+                row[f"{k}_{m}"] = v if np.isfinite(v) else ""
         rows.append(row)
     common.write_csv(os.path.join(a.out, "dropconnect_vs_dropout.csv"), rows)
     curve_rows = [
