@@ -210,6 +210,7 @@ def plot(rows, curve, model_names, names, a, path):
         e = err[:, cols]
         ax.plot(steps, e.mean(1), color=f"C{j}", label=n)
         ax.fill_between(steps, e.min(1), e.max(1), color=f"C{j}", alpha=0.15)
+    ax.set_ylim(0, min(100.0, 1.5 * float(err[len(err) // 2 :].max())))  # zoom on the end
     ax.set_xlabel("training step (batch 32)")
     ax.set_ylabel("test error (%)")
     ax.set_title("test error during training (band: min-max over seeds)")
