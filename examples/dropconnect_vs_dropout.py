@@ -89,12 +89,12 @@ def main(argv=None):
         "--rates", type=common.float_list(low=0.0, high=1.0, high_open=True), default=[0.25, 0.5]
     )
     a = p.parse_args(argv)
-    chunk, mc, z = 250, 200, 1000
-    if a.smoke:
-        a.seeds, a.steps, a.rates = 1, 60, [0.5]
-        chunk, mc, z = 30, 8, 16
+    chunk, mc, z, num_samples = 250, 200, 1000, 5000
+    if a.smoke:  # a small MNIST-1D (generating it is a good part of a smoke run)
+        a.seeds, a.steps, a.rates, a.train_size = 1, 60, [0.5], 500
+        chunk, mc, z, num_samples = 30, 8, 16, 1000
     t0 = time.time()
-    data = common.load_data(train_size=a.train_size)
+    data = common.load_data(num_samples=num_samples, train_size=a.train_size)
     sets = settings(a.rates)
     g = common.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
     names = [sets[i][0] for i in g["setting"]]

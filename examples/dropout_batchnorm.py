@@ -79,11 +79,11 @@ def main(argv=None):
         default=[0.1, 0.3, 0.5],
     )
     a = p.parse_args(argv)
-    chunk = 250
-    if a.smoke:
-        a.seeds, a.steps, a.rates, chunk = 1, 40, [0.5], 40
+    chunk, num_samples = 250, 5000
+    if a.smoke:  # a small MNIST-1D (generating it is a good part of a smoke run)
+        a.seeds, a.steps, a.rates, chunk, num_samples = 1, 40, [0.5], 40, 1000
     t0 = time.time()
-    data = common.load_data()
+    data = common.load_data(num_samples=num_samples)
     sets = settings(a.rates)
     g = common.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
     hp = {"rates": np.array([sets[i][2] for i in g["setting"]], np.float32)}

@@ -108,11 +108,12 @@ def main(argv=None):
     p.add_argument("--depth", type=common.positive_int, default=4)
     p.add_argument("--train-size", type=common.positive_int, default=2000)
     a = p.parse_args(argv)
-    chunk = 250
-    if a.smoke:
+    chunk, num_samples = 250, 5000
+    if a.smoke:  # a small MNIST-1D (generating it is a good part of a smoke run)
         a.seeds, a.steps, a.channels, a.depth, chunk = 1, 30, 8, 2, 30
+        a.train_size, num_samples = 500, 1000
     t0 = time.time()
-    data = common.load_data(train_size=a.train_size)
+    data = common.load_data(num_samples=num_samples, train_size=a.train_size)
     sets = settings(a.depth, 0.5, 0.1)
     g = common.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
     idx = g["setting"]
