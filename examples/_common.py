@@ -590,3 +590,37 @@ def matplotlib_pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# ---------------------------------------------------------------------------------------
+# Batch normalisation (appended by the findings examples)
+# ---------------------------------------------------------------------------------------
+
+
+def init_batch_norm(num_features: int) -> dict:
+    """Batch-norm parameters: a unit ``scale`` and a zero ``bias`` per feature."""
+    return {"scale": jnp.ones(num_features), "bias": jnp.zeros(num_features)}
+
+
+def batch_norm(
+    params: dict,
+    x: jax.Array,
+    *,
+    stats: tuple[jax.Array, jax.Array] | None = None,
+    eps: float = 1e-5,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Functional batch normalisation over every axis but the last (the features).
+
+    ``stats=None`` normalises with the batch's own mean and (biased) variance, as in
+    training; otherwise with the given ``(mean, var)``, as at inference (population
+    statistics, e.g. averaged over the training set). Returns ``(y, (mean, var))``: the
+    statistics used, so a training-mode pass over a data set yields its population
+    statistics (what running averages estimate) without mutable state.
+    """
+    if stats is None:
+        axes = tuple(range(x.ndim - 1))
+        mean, var = jnp.mean(x, axes), jnp.var(x, axes)
+    else:
+        mean, var = stats
+    y = (x - mean) * jax.lax.rsqrt(var + eps)
+    return y * params["scale"] + params["bias"], (mean, var)
