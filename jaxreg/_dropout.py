@@ -44,9 +44,6 @@ def drop_units(
     return _mask.draw_and_apply(key, x, rate, shape, inverted=inverted, sampler=sampler)
 
 
-masked = drop_units  # the former name, for branches still in flight
-
-
 def dropout(
     key: Any,
     x: Array,

@@ -44,9 +44,6 @@ from jaxreg._rate import needs_key as needs_key
 from jaxreg._rate import poison_invalid as poison_invalid
 from jaxreg._types import Array, Rate, Shape
 
-# The former name of _rate.check_op_args, for branches still in flight (remove later).
-prologue = _rate.check_op_args
-
 SAMPLERS = ("exact", "fast")
 
 
@@ -208,9 +205,6 @@ def draw_and_apply(
     static = _rate.static(rate)
     traced = jnp.zeros((), jnp.float32) if static is not None else rate
     return _drop(_Spec(tuple(shape), inverted, sampler, static), key, x, traced)
-
-
-drop = draw_and_apply  # the former name, for branches still in flight
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
