@@ -79,9 +79,7 @@ def nll_err(probs, y):
 
 
 def main(argv=None):
-    p = common.Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
-    p.add_argument("--out", default=os.path.join("results", "dropconnect_vs_dropout"))
+    p = common.example_parser(__doc__, "dropconnect_vs_dropout")
     p.add_argument("--seeds", type=common.positive_int, default=4)
     p.add_argument("--steps", type=common.positive_int, default=3000)
     p.add_argument("--train-size", type=common.positive_int, default=1000)

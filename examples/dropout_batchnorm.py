@@ -68,9 +68,7 @@ def settings(rates):
 
 
 def main(argv=None):
-    p = common.Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
-    p.add_argument("--out", default=os.path.join("results", "dropout_batchnorm"))
+    p = common.example_parser(__doc__, "dropout_batchnorm")
     p.add_argument("--seeds", type=common.positive_int, default=3)
     p.add_argument("--steps", type=common.positive_int, default=2000)
     p.add_argument(

@@ -299,9 +299,7 @@ def plot(summary, toy_data, rows, path, title_note=""):
 
 
 def main(argv=None):
-    p = common.Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
-    p.add_argument("--out", default=os.path.join("results", "mc_dropout"))
+    p = common.example_parser(__doc__, "mc_dropout")
     p.add_argument("--splits", type=common.positive_int, default=20)
     p.add_argument("--steps", type=common.positive_int, default=4000)
     p.add_argument(

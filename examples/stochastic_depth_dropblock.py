@@ -99,9 +99,7 @@ def settings(depth, max_rate, feature_rate):
 
 
 def main(argv=None):
-    p = common.Parser(description=__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
-    p.add_argument("--out", default=os.path.join("results", "stochastic_depth_dropblock"))
+    p = common.example_parser(__doc__, "stochastic_depth_dropblock")
     p.add_argument("--seeds", type=common.positive_int, default=3)
     p.add_argument("--steps", type=common.positive_int, default=2000)
     p.add_argument("--channels", type=common.positive_int, default=16)
