@@ -114,13 +114,14 @@ def random_bits(key: Array, shape: Shape) -> Array:
     """
     shape = tuple(int(d) for d in shape)
     if math.prod(shape) == 0:  # nothing to draw (and no counter for huge empty axes)
+        consume(key)  # but the key is used, as by jax.random.bits
         return jnp.zeros(shape, jnp.uint32)
     if uses_fast_path(key, shape):
         return _threefry_bits(consume(key), shape)
     return jax.random.bits(key, shape, jnp.uint32)
 
 
-def keep_in_memory(words: Array, key_data: Array | None = None) -> Array:
+def keep_in_memory(words: Array) -> Array:
     """Returns ``words`` unchanged, but computed once and stored, not fused into readers.
 
     XLA fuses an elementwise producer into every consumer and recomputes it per consumer
@@ -139,9 +140,7 @@ def keep_in_memory(words: Array, key_data: Array | None = None) -> Array:
 
     Args:
       words: any array.
-      key_data: unused; accepted for callers written against the former signature.
     """
-    del key_data
     trips = lax.optimization_barrier(jnp.ones((), jnp.int32))
     return lax.fori_loop(0, trips, lambda i, w: w ^ i.astype(w.dtype), words)
 

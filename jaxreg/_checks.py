@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg._numerics import nan_unless
 from jaxreg._types import Array, Shape
 
 
@@ -47,7 +46,7 @@ def is_python_number(value: Any) -> bool:
     )
 
 
-def _brief(text: str, limit: int = 160) -> str:
+def brief(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -62,10 +61,10 @@ def describe(value: Any) -> str:
             item = None
         if item is None:
             return f"an array of dtype {value.dtype} and shape {value.shape}"
-        return f"{_brief(repr(item), 60)} (a scalar array of dtype {value.dtype})"
+        return f"{brief(repr(item), 60)} (a scalar array of dtype {value.dtype})"
     kind = type(value).__name__
     article = "an" if kind[:1].lower() in "aeiou" else "a"
-    return f"{_brief(repr(value), 60)} ({article} {kind})"
+    return f"{brief(repr(value), 60)} ({article} {kind})"
 
 
 def check_float_array(fn: str, name: str, x: Any) -> Array:
@@ -94,14 +93,26 @@ def check_real(fn: str, name: str, value: Any, what: str) -> float | Array:
         return float(value)
     if isinstance(value, (bool, np.bool_)) or not hasattr(value, "dtype"):
         raise fail(fn, f"{name} must be {what}, got {describe(value)}.", exc=TypeError)
-    try:
-        kind = np.dtype(value.dtype).kind
-    except TypeError:  # e.g. a PRNG key dtype
-        kind = "?"
-    if kind not in "iuf":
-        note = " Complex numbers are not accepted." if kind == "c" else ""
+    if not is_real_dtype(value.dtype):
+        complex_ = is_real_dtype(value.dtype, complex_ok=True)
+        note = " Complex numbers are not accepted." if complex_ else ""
         raise fail(fn, f"{name} must be {what}, got {describe(value)}.{note}", exc=TypeError)
     return jnp.asarray(value)
+
+
+def is_real_dtype(dtype: Any, *, complex_ok: bool = False) -> bool:
+    """Integer or floating dtypes, bfloat16 and float8 included.
+
+    NumPy's ``kind`` is ``"V"`` for bfloat16 and float8, so it cannot be used. Complex
+    dtypes count too if ``complex_ok``; bool and PRNG key dtypes never do.
+    """
+    try:
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            return False
+        kinds = (jnp.integer, jnp.floating, jnp.complexfloating if complex_ok else jnp.floating)
+        return any(jnp.issubdtype(dtype, k) for k in kinds)
+    except TypeError:
+        return False
 
 
 def _check_scalar(fn: str, name: str, value: Array) -> None:
@@ -164,11 +175,19 @@ def check_scalar_nonnegative(
     return out
 
 
-def poison_negative(out: Array, value: float | Array) -> Array:
-    """NaN value and gradient if a traced (non-Python) ``value`` is negative or NaN."""
-    if isinstance(value, float):
-        return out
-    return nan_unless(out, value >= 0)
+def valid_nonnegative(*values: Any, finite: bool = False) -> bool | Array:
+    """Whether every checked value is >= 0 (and finite if ``finite``), for ``nan_unless``.
+
+    Python numbers were checked eagerly and count as valid: if all ``values`` are
+    Python numbers the answer is the Python ``True`` and ``nan_unless`` adds nothing
+    to the program. Otherwise a scalar bool array over the array values (NaN fails).
+    """
+    unique = {id(v): v for v in values if not is_python_number(v)}  # shared per leaf
+    arrays = [jnp.asarray(v) for v in unique.values()]
+    if not arrays:
+        return True
+    ok = [(v >= 0) & jnp.isfinite(v) if finite else v >= 0 for v in arrays]
+    return functools.reduce(jnp.logical_and, ok)
 
 
 def check_positive_int(fn: str, name: str, value: Any) -> int:
@@ -214,11 +233,21 @@ def check_shape(fn: str, name: str, shape: Any) -> Shape:
     return out
 
 
-def check_callable(fn: str, name: str, value: Any, signature: str = "") -> Any:
-    """Validates a function argument; ``signature`` (e.g. ``fn(key, *args)``) for the message."""
+def check_callable(
+    fn: str, name: str, value: Any, signature: str = "", *, array_hint: str = ""
+) -> Any:
+    """Validates a function argument.
+
+    ``signature`` (e.g. ``fn(key, *args)``) completes the message; ``array_hint`` is
+    appended when an array was passed instead (the optax adapter's note on
+    ``optax.inject_hyperparams``, which turns arguments into arrays).
+    """
     if not callable(value):
         shape = f" {signature}" if signature else ""
-        raise fail(fn, f"{name} must be callable{shape}, got {describe(value)}.", exc=TypeError)
+        hint = array_hint if hasattr(value, "dtype") else ""
+        raise fail(
+            fn, f"{name} must be callable{shape}, got {describe(value)}.{hint}", exc=TypeError
+        )
     return value
 
 
@@ -336,12 +365,53 @@ def check_key(fn: str, key: Any) -> Array:
             )
         return jax.random.wrap_key_data(key)
     got = describe(key) if dtype is None else f"an array of dtype {dtype}"
+    swapped = ""
+    if dtype is not None and jnp.issubdtype(dtype, jnp.inexact):
+        swapped = (
+            f" A floating-point array in the key's place looks like the data: the "
+            f"arguments may be swapped (the key comes first: jaxreg.{fn}(key, ...))."
+        )
     raise fail(
         fn,
         f"key must be a PRNG key from jax.random.key(seed) (or a legacy "
-        f"jax.random.PRNGKey array), got {got}.",
+        f"jax.random.PRNGKey array), got {got}.{swapped}",
         exc=TypeError,
     )
+
+
+def _is_key(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _is_raw_key(value: Any) -> bool:
+    """A legacy ``jax.random.PRNGKey`` array of the default implementation."""
+    if getattr(value, "dtype", None) != jnp.uint32:
+        return False
+    return tuple(value.shape) == _raw_key_shape(jax.config.jax_default_prng_impl)
+
+
+def check_key_first(fn: str, key: Any, data: Any, name: str = "x") -> None:
+    """Raises TypeError if ``key`` and the data argument look swapped.
+
+    That is: ``data`` (an array, or a pytree for ``drop_connect_tree``) holds a typed
+    PRNG key while ``key`` is not one, or ``data`` is a legacy raw uint32 key while
+    ``key`` is a floating-point array. Called first by every keyed op, so that the
+    error names the mistake instead of a dtype ("cast it first" would be wrong).
+    """
+    if _is_key(key):
+        return
+    leaves = jax.tree_util.tree_leaves(data)
+    typed = any(_is_key(leaf) for leaf in leaves)
+    key_dtype = getattr(key, "dtype", None)
+    float_key = key_dtype is not None and jnp.issubdtype(key_dtype, jnp.inexact)
+    if typed or (float_key and len(leaves) == 1 and _is_raw_key(leaves[0])):
+        raise fail(
+            fn,
+            f"got a PRNG key as {name} and {describe(key)} as key: the arguments look "
+            f"swapped. The key comes first: jaxreg.{fn}(key, {name}, ...).",
+            exc=TypeError,
+        )
 
 
 # Checks on parameter pytrees, shared by penalties, constraints, proximal operators.
@@ -392,8 +462,8 @@ def check_same_structure(fn: str, name: str, tree: Any, params: Any) -> None:
     raise fail(
         fn,
         f"{name} must have the same pytree structure as params (one bool per leaf; a "
-        f"prefix is not expanded), got {_brief(str(tree_def))} for params "
-        f"{_brief(str(params_def))}.{detail} Build it with jax.tree.map over params or a "
+        f"prefix is not expanded), got {brief(str(tree_def))} for params "
+        f"{brief(str(params_def))}.{detail} Build it with jax.tree.map over params or a "
         "filter such as jaxreg.kernels_only.",
     )
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxreg._checks import check_scalar_nonnegative, poison_negative
+from jaxreg._checks import check_scalar_nonnegative, valid_nonnegative
 from jaxreg._filters import Where, map_selected, path_string
-from jaxreg._numerics import nonzero_or_one, safe_divide
-from jaxreg._penalties import group_norms, selection
+from jaxreg._numerics import nan_unless, nonzero_or_one, safe_divide
+from jaxreg._trees import group_norms, selection
 from jaxreg._types import Array, Axis, PyTree, Strength
 
 
@@ -49,7 +49,7 @@ def max_norm(params: PyTree, *, max_value: Strength, axis: Axis = 0, where: Wher
         x, norm = group_norms(fn, path_string(path), w, axis)
         over = norm > c
         scale = jnp.where(over, c / nonzero_or_one(norm), 1.0)
-        return poison_negative((x * scale).astype(w.dtype), c)
+        return nan_unless((x * scale).astype(w.dtype), valid_nonnegative(c))
 
     return map_selected(project, params, selection(fn, params, where))
 

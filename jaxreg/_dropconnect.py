@@ -32,12 +32,13 @@ from jaxreg._checks import (
     check_callable,
     check_choice,
     check_float_array,
+    check_key_first,
     check_positive_int,
     check_probability,
     fail,
 )
-from jaxreg._filters import kernels_only, resolve_where
-from jaxreg._numerics import safe_sqrt
+from jaxreg._filters import Where, kernels_only, resolve_where
+from jaxreg._numerics import nan_unless, safe_sqrt
 from jaxreg._types import Array, Rate
 
 
@@ -174,7 +175,7 @@ def _per_example_bwd(impl, static_rate, p, precision, res, g):
         inv_keep = 1.0 / keep if keep > 0.0 else 0.0
     else:
         inv_keep = jnp.where(keep > 0.0, 1.0 / jnp.where(keep > 0.0, keep, 1.0), 0.0)
-    dw = _rate.poison_invalid(dw * inv_keep, r).astype(kernel.dtype)
+    dw = nan_unless(dw * inv_keep, _rate.valid_rate(r)).astype(kernel.dtype)
     if rate is None:
         return dx, dw, None, None
     # y = x @ (M * W) / keep with keep = 1 - rate, so dy/drate = y / keep.
@@ -259,6 +260,7 @@ def drop_connect_dense(
       DropConnect." ICML 2013, section 2.
     """
     fn = "drop_connect_dense"
+    check_key_first(fn, key, x)
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
     key = _rate.check_key_for(fn, key, rate)
@@ -312,7 +314,7 @@ def drop_connect_inference(
     *,
     rate: float | Array,
     activation: Callable[[Array], Array],
-    num_samples: int,
+    num_samples: int = 1000,
     method: str = "moments",
     inverted: bool = True,
     precision: Any = None,
@@ -340,7 +342,7 @@ def drop_connect_inference(
         ``rate=0`` draws nothing; ``rate=1`` (with ``inverted``, infinite variance)
         gives ``activation(bias)`` by convention, as ``gaussian_dropout`` gives zeros.
       activation: elementwise nonlinearity ``a`` (e.g. ``jax.nn.relu``).
-      num_samples: number of Gaussian samples per unit (the paper uses Z = 1000).
+      num_samples: number of Gaussian samples per unit (default 1000, the paper's Z).
       method: ``"moments"`` (the paper's) or ``"scale"``.
       inverted: whether training scaled kept weights by 1/p (see ``drop_connect``).
       precision: matmul precision for the mean and variance products (see
@@ -357,6 +359,7 @@ def drop_connect_inference(
       DropConnect." ICML 2013, section 3 (Algorithm 2).
     """
     fn = "drop_connect_inference"
+    check_key_first(fn, key, x)
     x, kernel, bias = _check_dense(fn, x, kernel, bias)
     rate = check_probability(fn, "rate", rate)
     key = _rate.check_key_for(fn, key, rate)
@@ -384,7 +387,7 @@ def drop_connect_inference(
         kernel = jnp.where(alive, kernel, jnp.zeros((), kernel.dtype))
         if method == "scale":
             scale = jnp.asarray(1.0 if inverted else keep, x.dtype)
-            return _rate.poison_invalid(activation(matmul(x, kernel) * scale + shift), rate)
+            return nan_unless(activation(matmul(x, kernel) * scale + shift), _rate.valid_rate(rate))
         factor = rate / jnp.where(alive, keep, 1.0) if inverted else keep * rate
         factor = jnp.where(alive, factor, 0.0)
     mean = matmul(x, kernel)
@@ -394,11 +397,11 @@ def drop_connect_inference(
     std = safe_sqrt(var)
     z = _bits.standard_normal(key, (num_samples, *mean.shape)).astype(mean.dtype)
     out = jnp.mean(activation(mean + std * z + shift), axis=0)
-    return _rate.poison_invalid(out, rate)
+    return nan_unless(out, _rate.valid_rate(rate))
 
 
 def drop_connect_tree(
-    key: Any, params: Any, *, rate: float | Array, where: Any | None = None
+    key: Any, params: Any, *, rate: float | Array, where: Where = kernels_only
 ) -> Any:
     """DropConnect on selected leaves of a parameter pytree (inverted scaling).
 
@@ -412,8 +415,9 @@ def drop_connect_tree(
       rate: probability of dropping a weight (see ``drop_connect``); Python
         ``rate=0`` returns ``params`` itself and draws nothing.
       where: which leaves to mask: a bool pytree of ``params``' structure or a callable
-        returning one (see ``jaxreg.by_path``); None means ``jaxreg.kernels_only``:
-        weight matrices and conv kernels, not biases, norm scales or embeddings.
+        returning one (see ``jaxreg.by_path``). The default, ``jaxreg.kernels_only``,
+        selects weight matrices and conv kernels, not biases, norm scales or
+        embeddings; None means every array leaf, as everywhere in jaxreg.
 
     Returns:
       A pytree of ``params``' structure; unselected leaves are returned as they are.
@@ -423,10 +427,11 @@ def drop_connect_tree(
       DropConnect." ICML 2013.
     """
     fn = "drop_connect_tree"
+    check_key_first(fn, key, params, "params")
     rate = check_probability(fn, "rate", rate)
     key = _rate.check_key_for(fn, key, rate)
     leaves, treedef = jax.tree.flatten(params)
-    selected = jax.tree.leaves(resolve_where(fn, params, kernels_only if where is None else where))
+    selected = jax.tree.leaves(resolve_where(fn, params, where))
     if _rate.static(rate) == 0.0 or not any(selected):
         return params
     dropped_all = _rate.static(rate) == 1.0

@@ -12,10 +12,12 @@ from jaxreg._checks import (
     check_bool,
     check_channel_axis,
     check_float_array,
+    check_key_first,
     check_probability,
     fail,
     normalize_axes,
 )
+from jaxreg._numerics import nan_unless
 from jaxreg._types import Array
 
 
@@ -142,7 +144,7 @@ def scale_for_inference(x: Array, *, rate: float | Array) -> Array:
     if _rate.static(rate) is not None:
         return x * (1.0 - rate)
     alive = jnp.where(rate < 1.0, x, jnp.zeros((), x.dtype))  # no 0 * inf at rate 1
-    return _rate.poison_invalid(alive * (1.0 - rate).astype(x.dtype), rate)
+    return nan_unless(alive * (1.0 - rate).astype(x.dtype), _rate.valid_rate(rate))
 
 
 def spatial_dropout(
@@ -174,6 +176,7 @@ def spatial_dropout(
       Convolutional Networks." CVPR 2015.
     """
     fn = "spatial_dropout"
+    check_key_first(fn, key, x)
     ndim = jnp.ndim(x)
     if ndim < 3:
         raise fail(
@@ -223,6 +226,7 @@ def variational_dropout(
       Neural Networks." NeurIPS 2016.
     """
     fn = "variational_dropout"
+    check_key_first(fn, key, x)
     if jnp.ndim(x) < 2:
         raise fail(fn, f"x must have a time axis and a feature axis, got shape {jnp.shape(x)}.")
     (time,) = normalize_axes(fn, "time_axis", time_axis, jnp.ndim(x))

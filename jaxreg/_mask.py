@@ -38,10 +38,10 @@ from jaxreg._checks import (
     fail,
     normalize_axes,
 )
+from jaxreg._numerics import nan_unless
 from jaxreg._rate import check_key_for as check_key_for
 from jaxreg._rate import keep_probability as keep_probability
 from jaxreg._rate import needs_key as needs_key
-from jaxreg._rate import poison_invalid as poison_invalid
 from jaxreg._types import Array, Rate, Shape
 
 SAMPLERS = ("exact", "fast")
@@ -56,12 +56,17 @@ def draw_keep(key: Array, shape: Shape, rate: Rate, sampler: str = "exact") -> A
     """Boolean keep-mask of ``shape`` (keep probability ``1 - rate``); no validation.
 
     ``key`` must already be a typed key (``_checks.check_key``) and ``rate`` a validated
-    rate. Python rates 0 and 1, and empty shapes, give constant masks and draw nothing.
+    rate. Python rates 0 and 1 give constant masks and draw nothing (the key may be
+    None); an empty shape draws nothing either but consumes the key, as
+    ``jax.random.bernoulli`` does for the key-reuse checker.
     """
-    if math.prod(shape) == 0 or _rate.static(rate) == 0.0:
+    if _rate.static(rate) == 0.0:
         return jnp.ones(shape, jnp.bool_)
     if _rate.static(rate) == 1.0:
         return jnp.zeros(shape, jnp.bool_)
+    if math.prod(shape) == 0:
+        _bits.consume(key)  # nothing to draw, but the key is used (as jax.random's)
+        return jnp.ones(shape, jnp.bool_)
     if sampler == "fast":
         octets = _bits.random_bytes(key, shape).astype(jnp.int32)
         return octets < _rate.fast_threshold(rate)
@@ -173,13 +178,13 @@ def scale_kept(
     nothing whatever ``mask`` says; a traced rate outside [0, 1] makes every output NaN.
     """
     if _rate.static(rate) == 1.0:
-        return poison_invalid(jnp.zeros(x.shape, x.dtype), rate)
+        return jnp.zeros(x.shape, x.dtype)
     if _rate.static(rate) is None:
         mask = mask & (keep_probability(rate, sampler) > 0.0)
     kept = jnp.where(mask, x, jnp.zeros((), x.dtype))
     if inverted:
         kept = _rate.divide_by_keep(kept, rate, sampler)
-    return poison_invalid(kept, rate, source=x)
+    return nan_unless(kept, _rate.valid_rate(rate), source=x)
 
 
 class _Spec(NamedTuple):
@@ -220,7 +225,7 @@ def _drop_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[Array, Arra
     _, x_dot, rate_dot = tangents
     r = rate if spec.static_rate is None else spec.static_rate
     mask = draw_keep(key, spec.shape, r, spec.sampler)
-    stored = _bits.keep_in_memory(mask.astype(jnp.uint8), jax.random.key_data(key))
+    stored = _bits.keep_in_memory(mask.astype(jnp.uint8))
     mask = stored.astype(jnp.bool_)
 
     def apply(x, rate):

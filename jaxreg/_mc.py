@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg._checks import check_callable, check_key, check_positive_int, fail
+from jaxreg._checks import check_callable, check_key, check_positive_int, describe, fail
 from jaxreg._types import Array
 
 
@@ -69,8 +69,8 @@ def _trace_once(name: str, fn: Callable[..., Any], key: Array, args: tuple) -> A
             jnp.issubdtype(getattr(a, "dtype", jnp.float32), jax.dtypes.prng_key) for a in args
         )
         hint = (
-            " One of *args is a PRNG key: pass the key to mc_predict itself, as its second "
-            "argument, and let fn take it first."
+            " One of *args is a PRNG key: pass the key to mc_predict itself, as its first "
+            "argument (mc_predict(key, fn, *args)), and let fn take it first."
             if swapped
             else ""
         )
@@ -85,8 +85,8 @@ def _trace_once(name: str, fn: Callable[..., Any], key: Array, args: tuple) -> A
 
 
 def mc_predict(
-    fn: Callable[..., Any],
     key: Any,
+    fn: Callable[..., Any],
     *args: Any,
     num_samples: int,
     chunk_size: int | None = None,
@@ -101,8 +101,8 @@ def mc_predict(
     with ``num_samples``.
 
     Args:
-      fn: ``fn(key, *args) -> pytree of arrays``; must be traceable by ``jax.vmap``.
       key: a PRNG key; consumed by one ``jax.random.split``.
+      fn: ``fn(key, *args) -> pytree of arrays``; must be traceable by ``jax.vmap``.
       *args: passed unchanged to every call.
       num_samples: number of Monte Carlo samples (>= 1).
       chunk_size: samples per vmapped chunk (default: all at once).
@@ -115,7 +115,7 @@ def mc_predict(
     Example:
       >>> import jax, jax.numpy as jnp, jaxreg
       >>> f = lambda k, x: jaxreg.dropout(k, x, rate=0.5)
-      >>> mean, var = jaxreg.mc_predict(f, jax.random.key(0), jnp.ones(3), num_samples=64)
+      >>> mean, var = jaxreg.mc_predict(jax.random.key(0), f, jnp.ones(3), num_samples=64)
       >>> mean.shape, var.shape
       ((3,), (3,))
 
@@ -124,6 +124,13 @@ def mc_predict(
       Uncertainty in Deep Learning." ICML 2016.
     """
     name = "mc_predict"
+    if callable(key) and not callable(fn):
+        raise fail(
+            name,
+            f"got a function as key and {describe(fn)} as fn: the arguments look swapped. "
+            "The key comes first: jaxreg.mc_predict(key, fn, *args, num_samples=...).",
+            exc=TypeError,
+        )
     check_callable(name, "fn", fn, "fn(key, *args)")
     key = check_key(name, key)
     num_samples = check_positive_int(name, "num_samples", num_samples)

@@ -12,9 +12,11 @@ from jaxreg import _bits, _mask, _rate
 from jaxreg._checks import (
     check_float_array,
     check_key,
+    check_key_first,
     check_scalar_nonnegative,
     fail,
     is_traced,
+    valid_nonnegative,
 )
 from jaxreg._numerics import nan_unless, nonzero_or_one, safe_sqrt
 from jaxreg._types import Array
@@ -62,7 +64,7 @@ def gaussian_dropout(key: Any, x: Array, *, rate: float | Array) -> Array:
     noise = 1.0 + sigma * _bits.standard_normal(key, x.shape)
     x = jnp.where(alive, x, jnp.zeros((), x.dtype))  # rate 1: no inf * 0 in the gradient
     out = (x.astype(wide) * noise.astype(wide)).astype(x.dtype)
-    return _rate.poison_invalid(out, rate)
+    return nan_unless(out, _rate.valid_rate(rate))
 
 
 def alpha_dropout(
@@ -120,7 +122,7 @@ def alpha_dropout(
     out = a * jnp.where(keep, x, jnp.asarray(ALPHA_PRIME, x.dtype)) + b
     if _rate.static(rate) is None:
         out = jnp.where(rate < 1.0, out, jnp.zeros((), x.dtype))
-    return _rate.poison_invalid(out, rate)
+    return nan_unless(out, _rate.valid_rate(rate))
 
 
 def gaussian_noise(key: Any, x: Array, *, stddev: float | Array) -> Array:
@@ -157,6 +159,7 @@ def gaussian_noise(key: Any, x: Array, *, stddev: float | Array) -> Array:
       Computation 7(1), 1995.
     """
     fn = "gaussian_noise"
+    check_key_first(fn, key, x)
     x = check_float_array(fn, "x", x)
     stddev = check_scalar_nonnegative(fn, "stddev", stddev, finite=True)
     if isinstance(stddev, float) and stddev == 0.0:
@@ -175,6 +178,4 @@ def gaussian_noise(key: Any, x: Array, *, stddev: float | Array) -> Array:
     wide = jnp.promote_types(x.dtype, jnp.float32)  # add in float32, round once
     noise = jnp.asarray(stddev, wide) * _bits.standard_normal(key, x.shape).astype(wide)
     out = (x.astype(wide) + noise).astype(x.dtype)
-    if isinstance(stddev, float):
-        return out
-    return nan_unless(out, (stddev >= 0) & jnp.isfinite(stddev))
+    return nan_unless(out, valid_nonnegative(stddev, finite=True))

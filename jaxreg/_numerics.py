@@ -61,14 +61,23 @@ def abs_with_sign_gradient(x: Array) -> Array:
     return x * jax.lax.stop_gradient(jnp.sign(x))
 
 
-def nan_unless(out: Array, valid: Array, source: Array | None = None) -> Array:
+def nan_unless(out: Array, valid: bool | Array, source: Array | None = None) -> Array:
     """``out`` where ``valid``, NaN everywhere (value *and* gradient) where not.
+
+    jaxreg's one NaN-poisoning helper: every invalid traced hyperparameter (a rate
+    outside [0, 1], a negative strength, a NaN) goes through it. ``valid`` is a scalar
+    bool array, or the Python ``True`` that the validity predicates
+    (``_checks.valid_nonnegative``, ``_rate.valid_rate``) return for Python numbers,
+    which were checked eagerly: then ``out`` is returned as it is and nothing is added
+    to the program.
 
     A multiplication by 1 or NaN rather than a select: a select would give the NaN
     value a plausible zero gradient, and training follows the gradient. Where ``out``
     was itself selected from ``source`` (dropped units), the gradient with respect to
     ``source`` is poisoned through a second, value-neutral branch.
     """
+    if valid is True:
+        return out
     factor = jnp.where(valid, jnp.ones((), out.dtype), jnp.array(jnp.nan, out.dtype))
     out = out * factor
     if source is not None:

@@ -25,35 +25,32 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxreg._checks import check_scalar_nonnegative, fail
-from jaxreg._filters import (
-    PyTree,
-    Where,
-    check_where_type,
-    describe,
-    is_inexact_array,
-    path_string,
-    resolve_where,
-)
+from jaxreg._checks import check_scalar_nonnegative, describe, fail, valid_nonnegative
+from jaxreg._filters import Where, is_inexact_array, path_string
+from jaxreg._numerics import nan_unless
 from jaxreg._optax_common import (
     ScalarOrSchedule,
     ScheduleState,
+    StrengthOrSchedule,
     check_finite,
     check_hyperparameter,
     check_unit_interval,
     init_count,
-    poison,
     require_params,
+    selective_update,
     value_at,
 )
-
-Array = jax.Array
+from jaxreg._trees import leaf_strengths
+from jaxreg._types import Array, PyTree
 
 
 def decoupled_weight_decay(
-    strength: ScalarOrSchedule, *, multiplier: ScalarOrSchedule = 1.0, where: Where = None
+    weight_decay: StrengthOrSchedule,
+    *,
+    multiplier: ScalarOrSchedule = 1.0,
+    where: Where = None,
 ) -> optax.GradientTransformation:
-    """Decoupled weight decay as in Loshchilov & Hutter: ``-multiplier * strength * w``.
+    """Decoupled weight decay as in Loshchilov & Hutter: ``-multiplier * weight_decay * w``.
 
     The bare transform: it must be the **last** element of a chain, after the learning
     rate is applied (``optax.chain(optax.adam(lr), decoupled_weight_decay(...))``).
@@ -64,14 +61,15 @@ def decoupled_weight_decay(
 
     The step becomes ``updates - eta_t * lambda * params`` with ``eta_t = multiplier``
     (the paper's schedule multiplier, 1 for a constant schedule) and
-    ``lambda = strength``. The decay does not depend on the base learning rate ``alpha``.
-    ``optax.adamw(learning_rate, weight_decay=wd)`` and PyTorch's ``AdamW`` instead
-    subtract ``learning_rate * wd * params``: the two agree when ``wd = lambda / alpha``.
-    Complex parameters decay like real ones (``w <- w - eta_t * lambda * w``), as in
-    ``optax.adamw``.
+    ``lambda = weight_decay``. The decay does not depend on the base learning rate
+    ``alpha``. ``optax.adamw(learning_rate, weight_decay=wd)`` and PyTorch's ``AdamW``
+    instead subtract ``learning_rate * wd * params``: the two agree when
+    ``wd = lambda / alpha``. Complex parameters decay like real ones
+    (``w <- w - eta_t * lambda * w``), as in ``optax.adamw``.
 
     Args:
-      strength: ``lambda``: finite number >= 0, scalar array or schedule.
+      weight_decay: ``lambda``: finite number >= 0, scalar array, schedule, or a
+        pytree of those with one value per leaf (or subtree) of the params.
       multiplier: ``eta_t``: finite number >= 0, scalar array or schedule.
       where: which leaves decay (bool pytree or callable; None: every array leaf),
         e.g. ``jaxreg.kernels_only`` to skip biases and norm scales.
@@ -84,34 +82,34 @@ def decoupled_weight_decay(
       Algorithm 2, line 12.
     """
     fn = "optax.decoupled_weight_decay"
-    strength = check_hyperparameter(fn, "strength", strength)
+    weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay, per_leaf=True)
     multiplier = check_hyperparameter(fn, "multiplier", multiplier)
-    return _decay(fn, "strength", strength, multiplier, where)
+    return _decay(fn, weight_decay, multiplier, where)
 
 
 def _decay(
-    fn: str, name: str, strength: ScalarOrSchedule, multiplier: ScalarOrSchedule, where: Where
+    fn: str, weight_decay: StrengthOrSchedule, multiplier: ScalarOrSchedule, where: Where
 ) -> optax.GradientTransformation:
-    """Decoupled decay on checked values; errors in ``update`` name ``fn`` and ``name``."""
-    check_where_type(fn, where)
+    """Decoupled decay on checked values; errors in ``update`` name ``fn``."""
 
-    def update(
-        updates: PyTree, state: ScheduleState, params: PyTree | None = None
-    ) -> tuple[PyTree, ScheduleState]:
-        require_params(fn, updates, params)
-        selected = resolve_where(fn, params, where, complex_ok=True)
-        m = value_at(fn, "multiplier", multiplier, state.count)
-        s = value_at(fn, name, strength, state.count)
-        decay = m * s
-        new_updates = jax.tree_util.tree_map(
-            lambda c, u, p: (u - decay * p).astype(u.dtype) if c else u,
-            selected,
-            updates,
-            params,
-        )
-        new_updates = poison(new_updates, selected, [m, s])
-        return new_updates, ScheduleState(count=optax.safe_int32_increment(state.count))
+    def step(updates: PyTree, params: PyTree, selected: PyTree, count: Array) -> tuple:
+        m = value_at(fn, "multiplier", multiplier, count)
+        wd = value_at(fn, "weight_decay", weight_decay, count)
+        _, decays = leaf_strengths(fn, "weight_decay", wd, params)
+        flat, treedef = jax.tree_util.tree_flatten(params)
+        out = [
+            (u - (m * s) * p).astype(u.dtype) if c else u
+            for c, u, p, s in zip(
+                jax.tree_util.tree_leaves(selected),
+                jax.tree_util.tree_leaves(updates),
+                flat,
+                decays,
+                strict=True,
+            )
+        ]
+        return jax.tree_util.tree_unflatten(treedef, out), [m, wd]
 
+    update = selective_update(fn, where, step, complex_ok=True)
     return optax.GradientTransformation(init_count, update)
 
 
@@ -143,7 +141,8 @@ def with_decoupled_weight_decay(
     Args:
       optimizer: an ``optax.GradientTransformation`` producing final updates (its
         learning rate applied), e.g. ``optax.adam(1e-3)`` or an ``optax.chain``.
-      weight_decay: ``lambda``: finite number >= 0, scalar array or schedule.
+      weight_decay: ``lambda``: finite number >= 0, scalar array, schedule, or a
+        pytree of those per leaf (or subtree) of the params.
       multiplier: ``eta_t``: finite number >= 0, scalar array or schedule; pass the
         same schedule the optimizer's learning rate follows (divided by its peak).
       where: which leaves decay (bool pytree or callable; None: every array leaf).
@@ -173,10 +172,10 @@ def with_decoupled_weight_decay(
             "Pass e.g. optax.adam(1e-3).",
             exc=TypeError,
         )
-    weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay)
+    weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay, per_leaf=True)
     multiplier = check_hyperparameter(fn, "multiplier", multiplier)
     inner = optax.with_extra_args_support(optimizer)
-    decay = _decay(fn, "weight_decay", weight_decay, multiplier, where)
+    decay = _decay(fn, weight_decay, multiplier, where)
 
     def init(params: PyTree) -> WithDecoupledWeightDecayState:
         return WithDecoupledWeightDecayState(optimizer.init(params), init_count(params).count)
@@ -213,15 +212,15 @@ def _check_mu_dtype(fn: str, mu_dtype: Any) -> Any:
 
 def decoupled_adamw(
     learning_rate: ScalarOrSchedule,
-    *,
-    weight_decay: ScalarOrSchedule,
-    multiplier: ScalarOrSchedule = 1.0,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
+    weight_decay: StrengthOrSchedule = 1e-4,
     where: Where = None,
+    *,
+    multiplier: ScalarOrSchedule = 1.0,
 ) -> optax.GradientTransformation:
     """AdamW as written by Loshchilov & Hutter (their Algorithm 2).
 
@@ -234,18 +233,24 @@ def decoupled_adamw(
     multiplier=eta_t)``; tuning ``alpha`` here leaves the decay per step unchanged.
     Complex parameters are supported, as in ``optax.adamw``.
 
+    The signature is ``optax.adamw``'s, positions and defaults included, with one
+    documented difference: optax's ``mask`` is ``where`` (jaxreg's rules), and the decay
+    is multiplied by ``multiplier``, not by the learning rate (keyword-only, last).
+
     Args:
       learning_rate: ``alpha``, finite number >= 0, scalar array or schedule.
-      weight_decay: ``lambda``, finite number >= 0, scalar array or schedule.
-      multiplier: ``eta_t``, finite number >= 0, scalar array or schedule (e.g. a
-        cosine schedule from 1 to 0).
       b1: Adam's first-moment decay, in [0, 1).
       b2: Adam's second-moment decay, in [0, 1).
       eps: Adam's epsilon (added to the root), finite and >= 0.
       eps_root: epsilon inside the root, finite and >= 0 (as ``optax.scale_by_adam``).
       mu_dtype: dtype of the first moment (None: the params' dtype), as in
         ``optax.adamw``; e.g. ``jnp.bfloat16`` to halve its memory.
+      weight_decay: ``lambda``, finite number >= 0, scalar array, schedule, or a
+        pytree of those per leaf (or subtree) of the params; default ``1e-4`` as
+        ``optax.adamw``.
       where: which leaves decay (bool pytree or callable; None: every array leaf).
+      multiplier: ``eta_t``, finite number >= 0, scalar array or schedule (e.g. a
+        cosine schedule from 1 to 0).
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.chain``).
@@ -255,7 +260,7 @@ def decoupled_adamw(
     """
     fn = "optax.decoupled_adamw"
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
-    weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay)
+    weight_decay = check_hyperparameter(fn, "weight_decay", weight_decay, per_leaf=True)
     multiplier = check_hyperparameter(fn, "multiplier", multiplier)
     b1 = check_unit_interval(fn, "b1", b1)
     b2 = check_unit_interval(fn, "b2", b2)
@@ -266,13 +271,13 @@ def decoupled_adamw(
     def step_size(count: Array) -> Array:
         lr = value_at(fn, "learning_rate", learning_rate, count)
         m = value_at(fn, "multiplier", multiplier, count)
-        return poison({"step": lr * m}, {"step": True}, [lr, m])["step"]
+        return nan_unless(lr * m, valid_nonnegative(lr, m, finite=True))
 
     either_scheduled = callable(learning_rate) or callable(multiplier)
     return optax.chain(
         optax.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, mu_dtype=mu_dtype),
         optax.scale_by_learning_rate(step_size if either_scheduled else step_size(0)),
-        _decay(fn, "weight_decay", weight_decay, multiplier, where),
+        _decay(fn, weight_decay, multiplier, where),
     )
 
 

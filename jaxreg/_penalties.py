@@ -14,60 +14,47 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxreg._checks import (
-    check_choice,
-    check_has_arrays,
-    check_scalar_nonnegative,
-    fail,
-    normalize_leaf_axes,
-    poison_negative,
+from jaxreg._checks import check_choice, check_probability, fail, valid_nonnegative
+from jaxreg._filters import Where, path_string
+from jaxreg._numerics import (
+    abs_with_sign_gradient,
+    accumulation_dtype,
+    nan_unless,
+    safe_divide,
+    safe_norm,
 )
-from jaxreg._filters import Where, path_string, resolve_where
-from jaxreg._numerics import abs_with_sign_gradient, accumulation_dtype, safe_divide, safe_norm
+from jaxreg._rate import valid_rate
+from jaxreg._trees import group_norms, leaf_strengths, selection
 from jaxreg._types import Array, Axis, PyTree, Strength
 
 
-def selection(fn: str, params: PyTree, where: Where) -> PyTree:
-    """``resolve_where``, rejecting a ``where=None`` params tree of Python numbers only.
+def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Any) -> Array:
+    """``sum(strength_leaf * term(path, leaf))`` over the selected leaves, float32 or wider.
 
-    Such a tree would select nothing (only arrays are parameters) and give 0.
+    ``strength`` is validated here (``_trees.leaf_strengths``): one value for every
+    leaf, multiplied once into the total, or a pytree with one value per leaf or
+    subtree. ``term`` receives the leaf's ``/``-joined path (for error messages) and the
+    leaf cast to ``accumulation_dtype``, and returns a scalar. A traced negative (or
+    NaN) strength makes the value and the gradient NaN.
     """
-    if where is None:
-        check_has_arrays(fn, params)
-    return resolve_where(fn, params, where)
-
-
-def group_norms(fn: str, leaf: str, w: Array, axis: Axis) -> tuple[Array, Array]:
-    """``w`` in ``accumulation_dtype`` and its ``safe_norm`` over ``axis`` (size-1 kept).
-
-    ``axis`` (negative allowed) is checked against ``w``'s rank; an error names ``fn``
-    and the params leaf ``leaf``. Shared by the group lasso, its prox and the norm
-    constraints.
-    """
-    axes = normalize_leaf_axes(fn, "axis", axis, w.ndim, leaf)
-    x = w.astype(accumulation_dtype(w))
-    return x, safe_norm(x, axes)
-
-
-def _total(fn: str, params: PyTree, where: Where, term: Any, strength: Strength) -> Array:
-    """``strength * sum(term(path, leaf))`` over the selected leaves, in float32 or wider.
-
-    ``term`` receives the leaf's ``/``-joined path (for error messages) and the leaf
-    cast to ``accumulation_dtype``, and returns a scalar.
-    """
+    single, strengths = leaf_strengths(fn, "strength", strength, params)
     selected = selection(fn, params, where)
     total = jnp.zeros((), jnp.float32)
-    for (path, leaf), chosen in zip(
+    for (path, leaf), chosen, s in zip(
         jax.tree_util.tree_leaves_with_path(params),
         jax.tree_util.tree_leaves(selected),
+        strengths,
         strict=True,
     ):
         if chosen:
-            total = total + term(path_string(path), leaf.astype(accumulation_dtype(leaf)))
-    return poison_negative(strength * total, strength)
+            t = term(path_string(path), leaf.astype(accumulation_dtype(leaf)))
+            total = total + (t if single is not None else s * t)
+    if single is not None:
+        return nan_unless(single * total, valid_nonnegative(single))
+    return nan_unless(total, valid_nonnegative(*strengths))
 
 
-def l1_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None) -> Array:
+def l1_penalty(params: PyTree, *, strength: Strength | PyTree = 1.0, where: Where = None) -> Array:
     """L1 penalty (lasso): ``strength * sum(|w|)`` over the selected leaves.
 
     Its gradient is ``strength * sign(w)``, with the subgradient 0 chosen at ``w = 0``
@@ -77,8 +64,11 @@ def l1_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
 
     Args:
       params: a pytree of floating-point arrays.
-      strength: the coefficient, >= 0: a Python number or a scalar array that may be
-        traced (``jax.vmap`` over strengths works). A traced negative value gives NaN.
+      strength: the coefficient, >= 0: a Python number, a scalar array that may be
+        traced (``jax.vmap`` over strengths works), or a pytree of those with one
+        value per leaf of ``params`` (a prefix of its structure is fine: one per
+        layer, e.g. ``{"dense1": 0.01, "dense2": 0.001}``), like Keras's per-layer
+        ``kernel_regularizer``. A traced negative value gives NaN.
       where: which leaves to penalize: a bool pytree of ``params``' structure or a
         callable returning one (e.g. ``jaxreg.kernels_only``); None means every array
         leaf. Unselected leaves contribute 0.
@@ -96,12 +86,11 @@ def l1_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
     References:
       Tibshirani. "Regression Shrinkage and Selection via the Lasso." JRSS B 58(1), 1996.
     """
-    fn = "l1_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
-    return _total(fn, params, where, lambda _, x: jnp.sum(abs_with_sign_gradient(x)), strength)
+    term = lambda _, x: jnp.sum(abs_with_sign_gradient(x))  # noqa: E731
+    return _total("l1_penalty", params, where, term, strength)
 
 
-def l2_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None) -> Array:
+def l2_penalty(params: PyTree, *, strength: Strength | PyTree = 1.0, where: Where = None) -> Array:
     """L2 penalty (ridge, "weight decay"): ``strength * sum(w**2)``, no factor 1/2.
 
     This is Keras's ``L2(l2=strength)`` convention. Its gradient is ``2 * strength * w``.
@@ -114,8 +103,11 @@ def l2_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
 
     Args:
       params: a pytree of floating-point arrays.
-      strength: the coefficient, >= 0: a Python number or a scalar array that may be
-        traced (``jax.vmap`` over strengths works). A traced negative value gives NaN.
+      strength: the coefficient, >= 0: a Python number, a scalar array that may be
+        traced (``jax.vmap`` over strengths works), or a pytree of those with one
+        value per leaf of ``params`` (a prefix of its structure is fine: one per
+        layer, e.g. ``{"dense1": 0.01, "dense2": 0.001}``), like Keras's per-layer
+        ``kernel_regularizer``. A traced negative value gives NaN.
       where: which leaves to penalize (bool pytree or callable; None: every array leaf).
 
     Returns:
@@ -131,45 +123,58 @@ def l2_penalty(params: PyTree, *, strength: Strength = 1.0, where: Where = None)
       Loshchilov & Hutter. "Decoupled Weight Decay Regularization." ICLR 2019 (on
       why L2 and weight decay differ for adaptive optimizers).
     """
-    fn = "l2_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
-    return _total(fn, params, where, lambda _, x: jnp.sum(jnp.square(x)), strength)
+    return _total("l2_penalty", params, where, lambda _, x: jnp.sum(jnp.square(x)), strength)
 
 
 def elastic_net_penalty(
-    params: PyTree, *, l1: Strength, l2: Strength, where: Where = None
+    params: PyTree,
+    *,
+    strength: Strength | PyTree = 1.0,
+    l1_ratio: float | Array = 0.5,
+    where: Where = None,
 ) -> Array:
-    """Elastic net: ``l1 * sum(|w|) + l2 * sum(w**2)``.
+    """Elastic net: ``strength * (l1_ratio * sum(|w|) + (1 - l1_ratio) * sum(w**2))``.
 
-    The sum of ``l1_penalty(strength=l1)`` and ``l2_penalty(strength=l2)`` (Keras's
-    ``L1L2`` convention, no factor 1/2). Zou & Hastie write ``lambda1 * |w|_1 +
-    lambda2 * |w|_2^2``, the same parameterization. Its proximal operator is
-    ``prox_elastic_net``.
+    scikit-learn's parameterization (``alpha``, ``l1_ratio``), without its factor 1/2
+    on the L2 term, like every jaxreg penalty. ``l1_ratio=1`` is ``l1_penalty``,
+    ``l1_ratio=0`` is ``l2_penalty``. Keras's ``L1L2(l1, l2)`` (``l1 * sum|w| + l2 *
+    sum w**2``, Zou & Hastie's ``lambda1``, ``lambda2``) is ``strength=l1 + l2,
+    l1_ratio=l1 / (l1 + l2)``. Its proximal operator is ``prox_elastic_net``.
 
     Args:
       params: a pytree of floating-point arrays.
-      l1: the L1 coefficient, >= 0 (number or scalar array, may be traced).
-      l2: the L2 coefficient, >= 0 (number or scalar array, may be traced).
+      strength: the coefficient, >= 0: a Python number, a scalar array that may be
+        traced (``jax.vmap`` over strengths works), or a pytree of those with one
+        value per leaf of ``params`` (a prefix of its structure is fine: one per
+        layer, e.g. ``{"dense1": 0.01, "dense2": 0.001}``), like Keras's per-layer
+        ``kernel_regularizer``. A traced negative value gives NaN.
+      l1_ratio: the L1 share of the penalty, in [0, 1]: a Python number or a scalar
+        array that may be traced (a traced value outside [0, 1] gives NaN).
       where: which leaves to penalize (bool pytree or callable; None: every array leaf).
 
     Returns:
       A scalar in float32 (or wider).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxreg
+      >>> jaxreg.elastic_net_penalty({"w": jnp.array([1.0, -2.0])}, l1_ratio=0.5)
+      Array(4., dtype=float32)
 
     References:
       Zou & Hastie. "Regularization and Variable Selection via the Elastic Net."
       JRSS B 67(2), 2005.
     """
     fn = "elastic_net_penalty"
-    l1 = check_scalar_nonnegative(fn, "l1", l1, finite=True)
-    l2 = check_scalar_nonnegative(fn, "l2", l2, finite=True)
-    selected = selection(fn, params, where)
-    return l1_penalty(params, strength=l1, where=selected) + l2_penalty(
-        params, strength=l2, where=selected
-    )
+    r = check_probability(fn, "l1_ratio", l1_ratio)
+
+    def term(_: str, x: Array) -> Array:
+        return r * jnp.sum(abs_with_sign_gradient(x)) + (1.0 - r) * jnp.sum(jnp.square(x))
+
+    return nan_unless(_total(fn, params, where, term, strength), valid_rate(r))
 
 
 def group_lasso_penalty(
-    params: PyTree, *, strength: Strength = 1.0, axis: Axis = 0, where: Where = None
+    params: PyTree, *, strength: Strength | PyTree = 1.0, axis: Axis = 0, where: Where = None
 ) -> Array:
     """Group lasso: ``strength * sum_g ||w_g||_2``, one group per slice along ``axis``.
 
@@ -183,7 +188,8 @@ def group_lasso_penalty(
 
     Args:
       params: a pytree of floating-point arrays.
-      strength: the coefficient, >= 0 (number or scalar array, may be traced).
+      strength: the coefficient, >= 0: a number, a scalar array (may be traced) or a
+        pytree of them per leaf or subtree of ``params`` (see ``l1_penalty``).
       axis: an axis or a sequence of axes, negative allowed, checked against every
         selected leaf's rank.
       where: which leaves to penalize (bool pytree or callable; None: every array leaf).
@@ -196,7 +202,6 @@ def group_lasso_penalty(
       Variables." JRSS B 68(1), 2006.
     """
     fn = "group_lasso_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
 
     def term(path: str, x: Array) -> Array:
         return jnp.sum(group_norms(fn, path, x, axis)[1])
@@ -223,7 +228,11 @@ def _orthogonality(w: Array, mode: str) -> Array:
 
 
 def orthogonal_penalty(
-    w: PyTree, *, strength: Strength = 1.0, mode: str = "frobenius", where: Where = None
+    params: PyTree,
+    *,
+    strength: Strength | PyTree = 1.0,
+    mode: str = "frobenius",
+    where: Where = None,
 ) -> Array:
     """Soft orthogonality of the units (columns) of weight matrices.
 
@@ -240,8 +249,10 @@ def orthogonal_penalty(
       a single column. A zero column counts as orthogonal to every other.
 
     Args:
-      w: one weight array, or a pytree of them (the penalties of the leaves are summed).
-      strength: the coefficient, >= 0 (number or scalar array, may be traced).
+      params: one weight array, or a pytree of them (the penalties of the leaves are
+        summed).
+      strength: the coefficient, >= 0: a number, a scalar array (may be traced) or a
+        pytree of them per leaf or subtree of ``params`` (see ``l1_penalty``).
       mode: ``"frobenius"`` or ``"cosine"``.
       where: which leaves to penalize (bool pytree or callable; None: every array
         leaf). Every selected leaf must have rank >= 2.
@@ -256,7 +267,6 @@ def orthogonal_penalty(
       Training Deep CNNs?" NeurIPS 2018.
     """
     fn = "orthogonal_penalty"
-    strength = check_scalar_nonnegative(fn, "strength", strength, finite=True)
     mode = check_choice(fn, "mode", mode, ORTHOGONAL_MODES)
 
     def term(path: str, x: Array) -> Array:
@@ -264,8 +274,8 @@ def orthogonal_penalty(
             raise fail(
                 fn,
                 f"every selected leaf must have rank >= 2, got shape {x.shape} at "
-                f"{path or 'w'!r}. Select kernels only, e.g. where=jaxreg.kernels_only.",
+                f"{path or 'params'!r}. Select kernels only, e.g. where=jaxreg.kernels_only.",
             )
         return _orthogonality(x, mode)
 
-    return _total(fn, w, where, term, strength)
+    return _total(fn, params, where, term, strength)

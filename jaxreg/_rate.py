@@ -25,8 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxreg._checks import check_float_array, check_key, check_probability, fail
-from jaxreg._numerics import nan_unless, nonzero_or_one
+from jaxreg._bits import consume
+from jaxreg._checks import (
+    check_float_array,
+    check_key,
+    check_key_first,
+    check_probability,
+    fail,
+)
+from jaxreg._numerics import nonzero_or_one
 from jaxreg._types import Array, Rate
 
 MANTISSA = 23  # jax.random.uniform(float32) uses the top 23 bits of each word.
@@ -119,10 +126,14 @@ def check_op_args(
     rate of 0, zeros for a Python rate of 1, and None otherwise (the op must compute).
     ``key`` may be None exactly when the rate decides (``needs_key``).
     """
+    check_key_first(fn, key, x, name)
     x = check_float_array(fn, name, x)
     rate = check_probability(fn, "rate", rate)
     key = check_key_for(fn, key, rate)
-    return key, x, rate, shortcut(x, rate)
+    early = shortcut(x, rate)
+    if early is not None and key is not None and not decided(rate):
+        consume(key)  # an empty x: nothing drawn, but the key counts as used
+    return key, x, rate, early
 
 
 def keep_threshold(rate: Rate) -> Any:
@@ -184,19 +195,40 @@ def keep_probability(rate: Rate, sampler: str = "exact") -> Rate:
 
 
 def divide_by_keep(x: Array, rate: Rate, sampler: str = "exact") -> Array:
-    """``x / keep_probability(rate)`` in ``x``'s dtype; by 1 where the keep probability is 0."""
+    """``x / keep_probability(rate)`` in ``x``'s dtype; by 1 where it is 0.
+
+    For a Python rate this is flax's ``x / keep`` (bit for bit: XLA turns the division
+    by a constant into a product with its reciprocal in ``x``'s dtype), except where
+    that reciprocal is not safely finite in ``x``'s dtype (float16 keep probabilities
+    below about 3e-5: ``1 / 1e-5`` overflows, and ``0 * inf`` would make every dropped
+    unit NaN). There, and for array rates, the division runs in float32 (or wider) by
+    the keep probability rounded to ``x``'s dtype where that is a normal number (by the
+    float32 one elsewhere), and is rounded once to ``x``'s dtype: kept units are inf
+    only where the true quotient does not fit.
+    """
     keep = keep_probability(rate, sampler)
+    wide = jnp.promote_types(x.dtype, jnp.float32)
+    info = jnp.finfo(x.dtype)
+    tiny = float(info.tiny)
     if isinstance(keep, float):
-        return x / (keep if keep > 0.0 else 1.0)
-    return x / nonzero_or_one(keep).astype(x.dtype)
+        keep = keep if keep > 0.0 else 1.0
+        rounded = float(np.asarray(keep, x.dtype).astype(np.float64))
+        if rounded >= tiny and 1.0 / rounded < float(info.max) / 2:
+            return x / keep
+        divisor = np.asarray(rounded if rounded >= tiny else keep, wide)
+    else:
+        keep = nonzero_or_one(keep)
+        rounded = keep.astype(x.dtype).astype(wide)
+        divisor = jnp.where(rounded >= tiny, rounded, keep.astype(wide))
+    return (x.astype(wide) / divisor).astype(x.dtype)
 
 
-def poison_invalid(out: Array, rate: Rate, source: Array | None = None) -> Array:
-    """NaN value and gradient if an array ``rate`` lies outside [0, 1] (or is NaN).
+def valid_rate(rate: Rate) -> bool | Array:
+    """Whether a validated ``rate`` lies in [0, 1], for ``_numerics.nan_unless``.
 
-    Pass the op's input as ``source`` where dropped units were selected away from it,
-    so that its gradient is NaN too (see ``_numerics.nan_unless``).
+    The Python ``True`` for a Python rate (checked eagerly, so nothing is added to the
+    program); for an array rate, a bool array (False outside [0, 1] and for NaN).
     """
     if isinstance(rate, float):
-        return out
-    return nan_unless(out, (rate >= 0.0) & (rate <= 1.0), source)
+        return True
+    return (rate >= 0.0) & (rate <= 1.0)

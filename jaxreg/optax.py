@@ -19,16 +19,22 @@ tuple). Where they go in a chain:
   optimizer for the misplaced form.
 
 Strengths and learning rates accept a Python number, a scalar array or an optax
-schedule; each is checked under the transform's own name where its value is concrete
-(at construction, and a schedule's value at every ``update`` outside ``jit``); inside
-``jit`` a negative, NaN or infinite value makes the updates it touches NaN. The
-factories work under ``optax.inject_hyperparams``, which calls every callable as a
-schedule and turns numbers into arrays: list the non-numeric arguments (``penalty``,
-``projection``, a callable ``where``, ``axis``) in its ``static_args``. ``where`` plays
-the role of optax's ``mask`` with jaxreg's rules: a bool pytree of the params' exact
-structure or a callable returning one (e.g. ``jaxreg.kernels_only``), never a prefix,
-a string or a lone bool; what can be checked without the params is checked at
-construction.
+schedule; strengths and weight decays also accept a pytree of those with one value per
+leaf (or per subtree) of the params, as the core's penalties do. Each is checked under
+the transform's own name where its value is concrete (at construction, and a schedule's
+value at every ``update`` outside ``jit``); inside ``jit`` a negative, NaN or infinite
+value makes the updates it touches NaN. The factories work under
+``optax.inject_hyperparams``, which calls every callable as a schedule and turns numbers
+into arrays: list the non-numeric arguments (``penalty``, ``projection``, a callable
+``where``, ``axis``) in its ``static_args``.
+
+``where`` plays the role of optax's ``mask`` with jaxreg's rules: a bool pytree of the
+params' exact structure or a callable returning one (e.g. ``jaxreg.kernels_only``),
+never a prefix, a string or a lone bool; what can be checked without the params is
+checked at construction. Every factory takes it as an argument and implements it with
+one shared helper (``_optax_common.selective_update``), rather than leaving masking to
+a wrapper such as ``optax.masked``: the state stays one ``ScheduleState``, and the
+proximal steps and constraints see the full params tree.
 """
 
 from __future__ import annotations
@@ -39,19 +45,17 @@ from typing import Any
 import jax
 import optax
 
-from jaxreg._checks import fail
-from jaxreg._filters import PyTree, Where, check_where_type, resolve_where
+from jaxreg._checks import check_callable, check_probability, fail
+from jaxreg._filters import Where
 from jaxreg._optax_common import (
     STATIC_ARGS_HINT,
     ScalarOrSchedule,
     ScheduleState,
-    check_callable,
+    StrengthOrSchedule,
     check_hyperparameter,
     check_signature,
-    errors_named,
     init_count,
-    poison,
-    require_params,
+    selective_update,
     value_at,
 )
 from jaxreg._optax_decay import WithDecoupledWeightDecayState as WithDecoupledWeightDecayState
@@ -59,10 +63,8 @@ from jaxreg._optax_decay import check_decay_shrinks as check_decay_shrinks
 from jaxreg._optax_decay import decoupled_adamw as decoupled_adamw
 from jaxreg._optax_decay import decoupled_weight_decay as decoupled_weight_decay
 from jaxreg._optax_decay import with_decoupled_weight_decay as with_decoupled_weight_decay
-from jaxreg._penalties import Axis
 from jaxreg._prox import prox_elastic_net, prox_group_lasso, prox_l1
-
-Array = jax.Array
+from jaxreg._types import Array, Axis, PyTree
 
 __all__ = [
     "ScheduleState",
@@ -81,25 +83,27 @@ __all__ = [
 
 def add_penalty(
     penalty: Callable[..., Array],
-    strength: ScalarOrSchedule | None = None,
     *,
+    strength: StrengthOrSchedule | None = None,
     where: Where = None,
 ) -> optax.GradientTransformation:
     """Adds the gradient of a jaxreg penalty to the updates (coupled regularization).
 
     The update becomes ``updates + grad(penalty)(params)`` on the selected leaves, with
     the gradient from ``jax.grad``. Placed before an optimizer, this is the same as
-    adding the penalty to the loss. ``add_penalty(jaxreg.l2_penalty, s)`` equals
-    ``optax.add_decayed_weights(2 * s)`` (jaxreg's L2 has no factor 1/2).
+    adding the penalty to the loss. ``add_penalty(jaxreg.l2_penalty, strength=s)``
+    equals ``optax.add_decayed_weights(2 * s)`` (jaxreg's L2 has no factor 1/2).
 
     Args:
       penalty: a function ``penalty(params, *, strength, where)``, e.g.
-        ``jaxreg.l1_penalty``, ``jaxreg.l2_penalty``, ``jaxreg.group_lasso_penalty``,
-        ``jaxreg.orthogonal_penalty`` (bind other arguments with ``functools.partial``).
-        With ``strength=None`` it is called as ``penalty(params, where=...)``, so a
-        ``partial(jaxreg.elastic_net_penalty, l1=a, l2=b)`` works too.
-      strength: passed to ``penalty`` as ``strength``: a number >= 0, a scalar array or
-        an optax schedule (evaluated at the step count), or None.
+        ``jaxreg.l1_penalty``, ``jaxreg.l2_penalty``, ``jaxreg.elastic_net_penalty``,
+        ``jaxreg.group_lasso_penalty``, ``jaxreg.orthogonal_penalty`` (bind other
+        arguments with ``functools.partial``). With ``strength=None`` it is called as
+        ``penalty(params, where=...)``, with the strength it was bound to (or its
+        default).
+      strength: passed to ``penalty`` as ``strength``: a number >= 0, a scalar array,
+        an optax schedule (evaluated at the step count), a pytree of those with one
+        value per leaf (or subtree) of the params, or None.
       where: which leaves the penalty sees (bool pytree or callable; None: every array
         leaf). Unselected leaves get no gradient and keep their updates.
 
@@ -111,39 +115,32 @@ def add_penalty(
       L2 versus decoupled weight decay).
     """
     fn = "optax.add_penalty"
-    check_callable(fn, "penalty", penalty)
+    check_callable(fn, "penalty", penalty, array_hint=STATIC_ARGS_HINT)
     passed = ("where",) if strength is None else ("where", "strength")
     check_signature(fn, "penalty", penalty, passed)
     if strength is not None:
-        strength = check_hyperparameter(fn, "strength", strength)
-    check_where_type(fn, where)
+        strength = check_hyperparameter(fn, "strength", strength, per_leaf=True)
 
-    def update(
-        updates: PyTree, state: ScheduleState, params: PyTree | None = None
-    ) -> tuple[PyTree, ScheduleState]:
-        require_params(fn, updates, params)
-        selected = resolve_where(fn, params, where)
+    def step(updates: PyTree, params: PyTree, selected: PyTree, count: Array) -> tuple:
         leaves, treedef = jax.tree_util.tree_flatten(params)
         chosen = [i for i, c in enumerate(jax.tree_util.tree_leaves(selected)) if c]
-        values = [] if strength is None else [value_at(fn, "strength", strength, state.count)]
-        kwargs = {"strength": values[0]} if values else {}
+        value = None if strength is None else value_at(fn, "strength", strength, count)
+        kwargs = {} if value is None else {"strength": value}
 
-        def value(chosen_leaves: list[Array]) -> Array:
+        def total(chosen_leaves: list[Array]) -> Array:
             full = list(leaves)
             for i, leaf in zip(chosen, chosen_leaves, strict=True):
                 full[i] = leaf
             tree = jax.tree_util.tree_unflatten(treedef, full)
             return penalty(tree, where=selected, **kwargs)
 
-        with errors_named(fn):
-            grads = jax.grad(value)([leaves[i] for i in chosen])
+        grads = jax.grad(total)([leaves[i] for i in chosen])
         out = jax.tree_util.tree_leaves(updates)
         for i, g in zip(chosen, grads, strict=True):
             out[i] = out[i] + g.astype(out[i].dtype)
-        new_updates = poison(jax.tree_util.tree_unflatten(treedef, out), selected, values)
-        return new_updates, ScheduleState(count=optax.safe_int32_increment(state.count))
+        return jax.tree_util.tree_unflatten(treedef, out), [value]
 
-    return optax.GradientTransformation(init_count, update)
+    return optax.GradientTransformation(init_count, selective_update(fn, where, step))
 
 
 def _replace_step(
@@ -156,20 +153,17 @@ def _replace_step(
     """Updates that move params to ``project(params + updates)`` on the selected leaves.
 
     ``project(candidate, selected, count)`` returns the target and the hyperparameter
-    values it used (for ``poison``). Unselected leaves keep their updates bit for bit.
-    Exact zeros of the projection stay exact: ``p + (0 - p) == 0`` in floating point.
-    Without ``counted`` the state is ``optax.EmptyState`` and ``count`` is None.
+    values it used. Unselected leaves keep their updates bit for bit (``where`` is
+    handled by ``selective_update``). Exact zeros of the projection stay exact:
+    ``p + (0 - p) == 0`` in floating point. Without ``counted`` the state is
+    ``optax.EmptyState`` and ``count`` is None.
     """
-    check_where_type(fn, where)
 
-    def update(updates: PyTree, state: Any, params: PyTree | None = None) -> tuple[PyTree, Any]:
-        require_params(fn, updates, params)
-        selected = resolve_where(fn, params, where)
+    def step(updates: PyTree, params: PyTree, selected: PyTree, count: Array) -> tuple:
         candidate = jax.tree_util.tree_map(
             lambda c, p, u: p + u.astype(p.dtype) if c else p, selected, params, updates
         )
-        with errors_named(fn):
-            target, values = project(candidate, selected, state.count if counted else None)
+        target, values = project(candidate, selected, count)
         new_updates = jax.tree_util.tree_map(
             lambda c, p, u, t: (t - p).astype(u.dtype) if c else u,
             selected,
@@ -177,29 +171,28 @@ def _replace_step(
             updates,
             target,
         )
-        new_updates = poison(new_updates, selected, values)
-        if not counted:
-            return new_updates, state
-        return new_updates, ScheduleState(count=optax.safe_int32_increment(state.count))
+        return new_updates, values
 
     init = init_count if counted else (lambda params: optax.EmptyState())
-    return optax.GradientTransformation(init, update)
+    return optax.GradientTransformation(init, selective_update(fn, where, step, counted=counted))
 
 
 def proximal_l1(
-    learning_rate: ScalarOrSchedule, *, strength: ScalarOrSchedule, where: Where = None
+    learning_rate: ScalarOrSchedule, *, strength: StrengthOrSchedule, where: Where = None
 ) -> optax.GradientTransformation:
     """Proximal L1 step: soft-thresholding after the update, giving exact zeros.
 
     Put it last in a chain whose updates are ``-learning_rate * direction`` (e.g.
-    ``optax.chain(optax.sgd(lr), proximal_l1(lr, strength=s))``, ISTA for plain SGD): the new
-    parameters are ``prox_l1(params + updates, threshold=learning_rate * strength)``,
-    the proximal gradient step for ``loss + l1_penalty(strength=s)``. Pass the same
-    learning rate (or schedule) as the optimizer.
+    ``optax.chain(optax.sgd(lr), proximal_l1(lr, strength=s))``, ISTA for plain SGD):
+    the new parameters are ``prox_l1(params + updates, strength=s,
+    step_size=learning_rate)``, the proximal gradient step for
+    ``loss + l1_penalty(strength=s)``. Pass the same learning rate (or schedule) as the
+    optimizer.
 
     Args:
       learning_rate: the optimizer's step size: number, scalar array or schedule.
-      strength: the ``l1_penalty`` coefficient: number >= 0, scalar array or schedule.
+      strength: the ``l1_penalty`` coefficient: number >= 0, scalar array, schedule,
+        or a pytree of those per leaf (or subtree) of the params.
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
@@ -211,12 +204,12 @@ def proximal_l1(
     """
     fn = "optax.proximal_l1"
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
-    strength = check_hyperparameter(fn, "strength", strength)
+    strength = check_hyperparameter(fn, "strength", strength, per_leaf=True)
 
     def project(candidate: PyTree, selected: PyTree, count: Array) -> tuple[PyTree, list]:
         lr = value_at(fn, "learning_rate", learning_rate, count)
         s = value_at(fn, "strength", strength, count)
-        return prox_l1(candidate, threshold=lr * s, where=selected), [lr, s]
+        return prox_l1(candidate, strength=s, step_size=lr, where=selected), [lr, s]
 
     return _replace_step(fn, where, project)
 
@@ -224,19 +217,20 @@ def proximal_l1(
 def proximal_elastic_net(
     learning_rate: ScalarOrSchedule,
     *,
-    l1: ScalarOrSchedule,
-    l2: ScalarOrSchedule,
+    strength: StrengthOrSchedule,
+    l1_ratio: ScalarOrSchedule = 0.5,
     where: Where = None,
 ) -> optax.GradientTransformation:
-    """Proximal elastic-net step (``prox_elastic_net`` with ``lr * l1``, ``lr * l2``).
+    """Proximal elastic-net step (``prox_elastic_net`` with ``step_size=learning_rate``).
 
-    The proximal gradient step for ``loss + elastic_net_penalty(l1=l1, l2=l2)``; put it
-    last in the chain, as ``proximal_l1``.
+    The proximal gradient step for ``loss + elastic_net_penalty(strength=strength,
+    l1_ratio=l1_ratio)``; put it last in the chain, as ``proximal_l1``.
 
     Args:
       learning_rate: the optimizer's step size: number, scalar array or schedule.
-      l1: the L1 coefficient: number >= 0, scalar array or schedule.
-      l2: the L2 coefficient (no factor 1/2): number >= 0, scalar array or schedule.
+      strength: the ``elastic_net_penalty`` coefficient: number >= 0, scalar array,
+        schedule, or a pytree of those per leaf (or subtree) of the params.
+      l1_ratio: the L1 share, in [0, 1]: number, scalar array or schedule.
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
     Returns:
@@ -248,14 +242,16 @@ def proximal_elastic_net(
     """
     fn = "optax.proximal_elastic_net"
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
-    l1 = check_hyperparameter(fn, "l1", l1)
-    l2 = check_hyperparameter(fn, "l2", l2)
+    strength = check_hyperparameter(fn, "strength", strength, per_leaf=True)
+    if not callable(l1_ratio):
+        l1_ratio = check_probability(fn, "l1_ratio", l1_ratio)
 
     def project(candidate: PyTree, selected: PyTree, count: Array) -> tuple[PyTree, list]:
         lr = value_at(fn, "learning_rate", learning_rate, count)
-        a = value_at(fn, "l1", l1, count)
-        b = value_at(fn, "l2", l2, count)
-        return prox_elastic_net(candidate, l1=lr * a, l2=lr * b, where=selected), [lr, a, b]
+        s = value_at(fn, "strength", strength, count)
+        r = value_at(fn, "l1_ratio", l1_ratio, count)
+        out = prox_elastic_net(candidate, strength=s, l1_ratio=r, step_size=lr, where=selected)
+        return out, [lr, s, r]
 
     return _replace_step(fn, where, project)
 
@@ -263,7 +259,7 @@ def proximal_elastic_net(
 def proximal_group_lasso(
     learning_rate: ScalarOrSchedule,
     *,
-    strength: ScalarOrSchedule,
+    strength: StrengthOrSchedule,
     axis: Axis = 0,
     where: Where = None,
 ) -> optax.GradientTransformation:
@@ -271,13 +267,14 @@ def proximal_group_lasso(
 
     The proximal gradient step for
     ``loss + group_lasso_penalty(strength=strength, axis=axis)``:
-    ``prox_group_lasso(params + updates, threshold=learning_rate * strength)``. Put it
-    last in the chain. Under ``optax.inject_hyperparams`` pass ``axis`` as a tuple (or
-    list it in ``static_args``) so that it is not turned into an array.
+    ``prox_group_lasso(params + updates, strength=strength, step_size=learning_rate)``.
+    Put it last in the chain. Under ``optax.inject_hyperparams`` pass ``axis`` as a
+    tuple (or list it in ``static_args``) so that it is not turned into an array.
 
     Args:
       learning_rate: the optimizer's step size: number, scalar array or schedule.
-      strength: the ``group_lasso_penalty`` coefficient: number >= 0, array or schedule.
+      strength: the ``group_lasso_penalty`` coefficient: number >= 0, array, schedule,
+        or a pytree of those per leaf (or subtree) of the params.
       axis: the axes each group norm runs over (see ``jaxreg.group_lasso_penalty``).
       where: which leaves to shrink (bool pytree or callable; None: every array leaf).
 
@@ -290,7 +287,7 @@ def proximal_group_lasso(
     """
     fn = "optax.proximal_group_lasso"
     learning_rate = check_hyperparameter(fn, "learning_rate", learning_rate)
-    strength = check_hyperparameter(fn, "strength", strength)
+    strength = check_hyperparameter(fn, "strength", strength, per_leaf=True)
     if hasattr(axis, "dtype"):
         raise fail(
             fn,
@@ -301,7 +298,7 @@ def proximal_group_lasso(
     def project(candidate: PyTree, selected: PyTree, count: Array) -> tuple[PyTree, list]:
         lr = value_at(fn, "learning_rate", learning_rate, count)
         s = value_at(fn, "strength", strength, count)
-        out = prox_group_lasso(candidate, threshold=lr * s, axis=axis, where=selected)
+        out = prox_group_lasso(candidate, strength=s, step_size=lr, axis=axis, where=selected)
         return out, [lr, s]
 
     return _replace_step(fn, where, project)
@@ -331,7 +328,7 @@ def constrain(
       Overfitting." JMLR 15, 2014 (max-norm after every update).
     """
     fn = "optax.constrain"
-    check_callable(fn, "projection", projection)
+    check_callable(fn, "projection", projection, array_hint=STATIC_ARGS_HINT)
     check_signature(fn, "projection", projection, ("where",))
 
     def project(candidate: PyTree, selected: PyTree, _: None) -> tuple[PyTree, list]:

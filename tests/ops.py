@@ -2,7 +2,8 @@
 
 A new op joins every generic test in test_conformance.py by being added to OPS: write
 its ``call(key, x, rate)`` as a named function below (the table test reads its source
-for ``jaxreg.<name>(``), then add one ``Op(...)`` row.
+for ``jaxreg.<name>(``), then add one ``Op(...)`` row. A call passes ``key`` and ``x``
+through to the op as they are (the swapped-arguments test calls ``call(x, key, rate)``).
 """
 
 from __future__ import annotations
@@ -166,16 +167,18 @@ def drop_path_row(k, x, r):
 
 
 def drop_path_batch(k, x, r):
-    return jaxreg.drop_path(k, x, rate=r, mode="batch")
+    return jaxreg.drop_path(k, x, rate=r, per_example=False)
 
 
-def dropblock(k, x, r):
-    return jaxreg.dropblock(k, x, rate=r, block_size=3)
+def drop_block(k, x, r):
+    return jaxreg.drop_block(k, x, rate=r, block_size=3)
 
 
 # DropConnect. The dense ops use an identity kernel, so y[b, j] = x[b, j] * mask / keep
 # (the affine check then holds elementwise); the input is named x, as the tests expect.
 def _eye(x):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):  # a swapped call: let jaxreg say so
+        return jnp.eye(1)
     return jnp.eye(x.shape[-1], dtype=x.dtype)
 
 
@@ -273,7 +276,7 @@ OPS: tuple[Op, ...] = (
         ones_units(drop_path_row, (1_000_000, 2), second_axis_first),
     ),
     Op("drop_path_batch", drop_path_batch, (8, 3), "mask", batch_units(drop_path_batch, 1_000_000)),
-    Op("dropblock", dropblock, (2, 9, 9, 3), "block"),
+    Op("drop_block", drop_block, (2, 9, 9, 3), "block"),
     # DropConnect
     Op("drop_connect", drop_connect, (8, 16), "mask", ones_units(drop_connect, M)),
     Op("drop_connect_classic", drop_connect_classic, (8, 16), "classic"),

@@ -255,6 +255,22 @@ def test_key_reuse_is_detected(op):
 
 
 @params
+def test_key_reuse_after_an_empty_draw_is_detected(op):
+    # An empty input draws nothing, but the key counts as used, as in jax.random.
+    x = _x(op)
+    key = jax.random.key(25)
+    op.call(key, jnp.zeros((0, *x.shape[1:]), x.dtype), 0.5)
+    with pytest.raises(jax.errors.KeyReuseError):
+        op.call(key, x, 0.5)
+
+
+@params
+def test_swapped_key_and_x_are_reported_as_swapped(op):
+    with pytest.raises(TypeError, match=r"jaxreg\.\w+: .*swapped.*key comes first"):
+        op.call(_x(op), jax.random.key(26), 0.5)
+
+
+@params
 def test_output_is_affine_in_x_and_gradient_flows_only_through_kept_units(op):
     x = _x(op)
     rate = 0.4

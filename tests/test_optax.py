@@ -51,7 +51,7 @@ def test_import_jaxreg_does_not_import_optax():
 @pytest.mark.parametrize("where", [None, jaxreg.kernels_only])
 def test_coupled_l2_equals_add_decayed_weights_with_twice_the_strength(where):
     s, lr = 0.05, 0.1
-    ours, _ = run(optax.chain(jro.add_penalty(jaxreg.l2_penalty, s, where=where), optax.sgd(lr)))
+    ours, _ = run(optax.chain(jro.add_penalty(jaxreg.l2_penalty, strength=s, where=where), optax.sgd(lr)))
     mask = None if where is None else where(PARAMS)
     ref, _ = run(optax.chain(optax.add_decayed_weights(2 * s, mask=mask), optax.sgd(lr)))
     for a, b in zip(ours, ref, strict=True):
@@ -67,7 +67,7 @@ def test_coupled_l2_equals_add_decayed_weights_with_twice_the_strength(where):
     [
         functools.partial(jaxreg.l1_penalty, strength=0.1),
         functools.partial(jaxreg.group_lasso_penalty, strength=0.2, axis=0),
-        functools.partial(jaxreg.elastic_net_penalty, l1=0.1, l2=0.3),
+        functools.partial(jaxreg.elastic_net_penalty, strength=0.4, l1_ratio=0.25),
         functools.partial(jaxreg.orthogonal_penalty, strength=0.1, where=jaxreg.kernels_only),
     ],
 )
@@ -95,7 +95,7 @@ def test_proximal_l1_is_ista_with_exact_zeros():
         1,
         lambda w: 0.5 * jnp.sum((w - y) ** 2),
     )
-    np.testing.assert_allclose(w, jaxreg.prox_l1(y, threshold=s), atol=1e-6)
+    np.testing.assert_allclose(w, jaxreg.prox_l1(y, strength=s), atol=1e-6)
     assert int(jnp.sum(w == 0.0)) == int(jnp.sum(jnp.abs(y) <= s)) > 0
 
 
@@ -114,7 +114,7 @@ def test_proximal_steps_follow_the_learning_rate_schedule():
         g = jax.grad(loss)(params)
         lr = schedule(t)
         moved = jax.tree.map(lambda p, gi, lr=lr: p - lr * gi, params, g)
-        expected = jaxreg.prox_l1(moved, threshold=lr * s, where=jaxreg.kernels_only)
+        expected = jaxreg.prox_l1(moved, strength=s, step_size=lr, where=jaxreg.kernels_only)
         assert_trees_close(history[t], expected, rtol=1e-5, atol=1e-6)
         params = history[t]
     assert int(jnp.sum(history[-1]["dense"]["kernel"] == 0.0)) > 0
@@ -124,13 +124,13 @@ def test_proximal_elastic_net_and_group_lasso_steps():
     lr = 0.5
     for tx, prox in [
         (
-            jro.proximal_elastic_net(lr, l1=0.4, l2=0.2),
-            lambda p: jaxreg.prox_elastic_net(p, l1=lr * 0.4, l2=lr * 0.2),
+            jro.proximal_elastic_net(lr, strength=0.6, l1_ratio=2 / 3),
+            lambda p: jaxreg.prox_elastic_net(p, strength=0.6, l1_ratio=2 / 3, step_size=lr),
         ),
         (
             jro.proximal_group_lasso(lr, strength=1.5, axis=0, where=jaxreg.kernels_only),
             lambda p: jaxreg.prox_group_lasso(
-                p, threshold=lr * 1.5, axis=0, where=jaxreg.kernels_only
+                p, strength=1.5, step_size=lr, axis=0, where=jaxreg.kernels_only
             ),
         ),
     ]:
@@ -198,12 +198,14 @@ def test_inject_hyperparams():
     np.testing.assert_allclose(u["dense"]["kernel"], 1.0 * PARAMS["dense"]["kernel"], 1e-6)
     np.testing.assert_array_equal(u["dense"]["bias"], 0.0)
 
-    wd = optax.inject_hyperparams(jro.decoupled_weight_decay)(strength=0.2, multiplier=schedule)
+    wd = optax.inject_hyperparams(jro.decoupled_weight_decay)(
+        weight_decay=0.2, multiplier=schedule
+    )
     u, _ = wd.update(g, wd.init(PARAMS), PARAMS)
     np.testing.assert_allclose(u["dense"]["kernel"], -0.06 * PARAMS["dense"]["kernel"], 1e-6)
     gl = optax.inject_hyperparams(jro.proximal_group_lasso)(0.1, strength=0.2, axis=(0,))
     u, _ = gl.update(g, gl.init(PARAMS), PARAMS)
-    expected = jaxreg.prox_group_lasso(PARAMS, threshold=0.02, axis=0)
+    expected = jaxreg.prox_group_lasso(PARAMS, strength=0.2, step_size=0.1, axis=0)
     assert_trees_close(optax.apply_updates(PARAMS, u), expected, rtol=1e-6)
 
 
@@ -211,7 +213,7 @@ def test_vmap_over_strengths_through_a_transform():
     g = jax.tree.map(jnp.zeros_like, PARAMS)
 
     def kernel_update(s):
-        tx = jro.add_penalty(jaxreg.l2_penalty, s)
+        tx = jro.add_penalty(jaxreg.l2_penalty, strength=s)
         return tx.update(g, tx.init(PARAMS), PARAMS)[0]["dense"]["kernel"]
 
     strengths = jnp.array([0.0, 0.1, 1.0])
@@ -224,7 +226,7 @@ def test_bad_inputs():
     with pytest.raises(
         ValueError, match=r"^jaxreg\.optax\.add_penalty: strength must be >= 0, got -1\.0\.$"
     ):
-        jro.add_penalty(jaxreg.l2_penalty, -1.0)
+        jro.add_penalty(jaxreg.l2_penalty, strength=-1.0)
     with pytest.raises(ValueError, match=r"jaxreg\.optax\.proximal_l1: learning_rate must be"):
         jro.proximal_l1(-0.1, strength=1.0)
     with pytest.raises(TypeError, match=r"jaxreg\.optax\.add_penalty: penalty must be callable"):
@@ -256,7 +258,7 @@ def test_decoupled_adamw_validates_its_own_arguments():
     with pytest.raises(ValueError, match=r"^jaxreg\.optax\.decoupled_adamw: where must have the"):
         tx.update(PARAMS, tx.init(PARAMS), PARAMS)
     with pytest.raises(
-        ValueError, match=r"^jaxreg\.optax\.decoupled_weight_decay: strength must be >= 0"
+        ValueError, match=r"^jaxreg\.optax\.decoupled_weight_decay: weight_decay must be >= 0"
     ):
         jro.decoupled_weight_decay(-1.0)
 
@@ -283,9 +285,9 @@ def test_optax_all_is_complete_and_documented():
 
 def test_states_one_count_type_and_empty_for_constrain():
     for tx in (
-        jro.add_penalty(jaxreg.l2_penalty, 0.1),
+        jro.add_penalty(jaxreg.l2_penalty, strength=0.1),
         jro.proximal_l1(0.1, strength=0.1),
-        jro.proximal_elastic_net(0.1, l1=0.1, l2=0.1),
+        jro.proximal_elastic_net(0.1, strength=0.1),
         jro.proximal_group_lasso(0.1, strength=0.1),
         jro.decoupled_weight_decay(0.1),
     ):
@@ -302,12 +304,12 @@ NEGATIVE_AT_3 = optax.linear_schedule(0.1, -0.05, transition_steps=3)  # 0.1, 0.
 @pytest.mark.parametrize(
     "make, name",
     [
-        (lambda s: jro.add_penalty(jaxreg.l2_penalty, s), "add_penalty: strength"),
+        (lambda s: jro.add_penalty(jaxreg.l2_penalty, strength=s), "add_penalty: strength"),
         (lambda s: jro.proximal_l1(0.1, strength=s), "proximal_l1: strength"),
         (lambda s: jro.proximal_l1(s, strength=0.1), "proximal_l1: learning_rate"),
-        (lambda s: jro.proximal_elastic_net(0.1, l1=0.1, l2=s), "proximal_elastic_net: l2"),
+        (lambda s: jro.proximal_elastic_net(0.1, strength=s), "proximal_elastic_net: strength"),
         (lambda s: jro.proximal_group_lasso(0.1, strength=s), "proximal_group_lasso: strength"),
-        (lambda s: jro.decoupled_weight_decay(s), "decoupled_weight_decay: strength"),
+        (lambda s: jro.decoupled_weight_decay(s), "decoupled_weight_decay: weight_decay"),
         (lambda s: jro.decoupled_weight_decay(0.1, multiplier=s), "weight_decay: multiplier"),
         (
             lambda s: jro.with_decoupled_weight_decay(optax.sgd(0.1), weight_decay=s),
@@ -339,7 +341,7 @@ def test_traced_invalid_constant_poisons_selected_updates_only():
     g = jax.tree.map(jnp.ones_like, PARAMS)
 
     def kernel_and_bias(s):
-        tx = jro.add_penalty(jaxreg.l2_penalty, s, where=jaxreg.kernels_only)
+        tx = jro.add_penalty(jaxreg.l2_penalty, strength=s, where=jaxreg.kernels_only)
         u = tx.update(g, tx.init(PARAMS), PARAMS)[0]["dense"]
         return u["kernel"], u["bias"]
 
@@ -362,11 +364,16 @@ def test_injected_negative_value_names_the_transform():
 @pytest.mark.parametrize(
     "factory, args, kwargs, match",
     [
-        (jro.add_penalty, (jaxreg.l2_penalty, 0.1), {}, r"jaxreg\.l2_penalty: params leaf ''"),
         (
             jro.add_penalty,
-            (jaxreg.l2_penalty, 0.1),
-            {"where": jaxreg.kernels_only},
+            (jaxreg.l2_penalty,),
+            {"strength": 0.1},
+            r"jaxreg\.l2_penalty: params leaf ''",
+        ),
+        (
+            jro.add_penalty,
+            (jaxreg.l2_penalty,),
+            {"strength": 0.1, "where": jaxreg.kernels_only},
             r"jaxreg\.l2_penalty: params leaf ''",
         ),
         (jro.constrain, (jaxreg.non_negative,), {}, r"jaxreg\.non_negative: params leaf ''"),
@@ -385,7 +392,7 @@ def test_inject_hyperparams_without_static_args_says_so(factory, args, kwargs, m
 
 def test_inject_hyperparams_callable_where_needs_static_args():
     tx = optax.inject_hyperparams(jro.add_penalty, static_args="penalty")(
-        jaxreg.l2_penalty, 0.1, where=jaxreg.kernels_only
+        jaxreg.l2_penalty, strength=0.1, where=jaxreg.kernels_only
     )
     with pytest.raises(TypeError, match=r"add_penalty: where must be None.*got False.*static_args"):
         tx.init(PARAMS)
@@ -401,12 +408,12 @@ def test_inject_hyperparams_callable_where_needs_static_args():
             r"pass\. Bind it first: functools\.partial\(jaxreg\.max_norm, max_value=\.\.\.\)",
         ),
         (
-            lambda: jro.add_penalty(jaxreg.elastic_net_penalty),
+            lambda: jro.add_penalty(jaxreg.max_norm),
             TypeError,
-            r"add_penalty: penalty jaxreg\.elastic_net_penalty needs l1",
+            r"add_penalty: penalty jaxreg\.max_norm needs max_value",
         ),
         (
-            lambda: jro.add_penalty(functools.partial(jaxreg.elastic_net_penalty, l1=1, l2=1), 1.0),
+            lambda: jro.add_penalty(lambda p, *, where: jaxreg.l2_penalty(p), strength=1.0),
             TypeError,
             r"add_penalty: penalty must accept the keyword 'strength'",
         ),
@@ -432,7 +439,7 @@ def test_inject_hyperparams_callable_where_needs_static_args():
             r"\w+: where must hold one bool per parameter leaf, got 0 \(an int\) at 'dense/bias'",
         ),
         (
-            lambda: jro.add_penalty(jaxreg.l2_penalty, "0.1"),
+            lambda: jro.add_penalty(jaxreg.l2_penalty, strength="0.1"),
             TypeError,
             r"\w+: strength must be a number, a scalar array or a schedule, got '0\.1' \(a str\)",
         ),
@@ -445,18 +452,37 @@ def test_construction_catches_what_does_not_need_params(make, exc, match):
 
 def test_partial_and_kwargs_penalties_still_pass_the_signature_check():
     jro.constrain(functools.partial(jaxreg.max_norm, max_value=3.0))
-    jro.add_penalty(functools.partial(jaxreg.elastic_net_penalty, l1=0.1, l2=0.1))
-    jro.add_penalty(lambda params, **kw: jaxreg.l2_penalty(params, **kw), 0.1)
+    jro.add_penalty(functools.partial(jaxreg.elastic_net_penalty, l1_ratio=0.3))
+    jro.add_penalty(lambda params, **kw: jaxreg.l2_penalty(params, **kw), strength=0.1)
     jro.constrain(max)  # a builtin without a signature: nothing to check, no error
 
 
 def test_inner_errors_are_raised_under_the_transforms_name():
     for tx, inner in [
         (jro.proximal_group_lasso(0.1, strength=0.1, axis=3), "prox_group_lasso"),
-        (jro.add_penalty(jaxreg.orthogonal_penalty, 0.1), "orthogonal_penalty"),
+        (jro.add_penalty(jaxreg.orthogonal_penalty, strength=0.1), "orthogonal_penalty"),
         (jro.constrain(functools.partial(jaxreg.max_norm, max_value=1.0, axis=5)), "max_norm"),
     ]:
         with pytest.raises(
             ValueError, match=rf"^jaxreg\.optax\.\w+: .* \(raised by jaxreg\.{inner}\)$"
         ):
             tx.update(PARAMS, tx.init(PARAMS), PARAMS)
+
+
+def test_decoupled_adamw_signature_is_optax_adamws_with_where_for_mask():
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    ours = inspect.signature(jro.decoupled_adamw).parameters
+    theirs = inspect.signature(optax.adamw).parameters
+    names = [n for n, p in theirs.items() if p.kind is positional]
+    assert [n for n, p in ours.items() if p.kind is positional] == [
+        "where" if n == "mask" else n for n in names
+    ]
+    for n in names:
+        assert ours["where" if n == "mask" else n].default == theirs[n].default, n
+    assert ours["multiplier"].kind is inspect.Parameter.KEYWORD_ONLY
+    by_position, _ = run(jro.decoupled_adamw(0.01, 0.8, 0.99, 1e-7, 0.0, None, 0.1), steps=2)
+    by_name, _ = run(
+        jro.decoupled_adamw(0.01, b1=0.8, b2=0.99, eps=1e-7, weight_decay=0.1), steps=2
+    )
+    for a, b in zip(by_position, by_name, strict=True):
+        assert_trees_close(a, b, rtol=0, atol=0)

@@ -61,7 +61,7 @@ TRANSFORMS: tuple[Tx, ...] = (
     Tx(
         "proximal_elastic_net",
         jro.proximal_elastic_net,
-        {"learning_rate": 0.1, "l1": 0.2, "l2": 0.3},
+        {"learning_rate": 0.1, "strength": 0.5, "l1_ratio": 0.4},
     ),
     Tx(
         "proximal_group_lasso",
@@ -75,7 +75,11 @@ TRANSFORMS: tuple[Tx, ...] = (
         {},
         {"projection": functools.partial(jaxreg.max_norm, max_value=0.8)},
     ),
-    Tx("decoupled_weight_decay", jro.decoupled_weight_decay, {"strength": 0.2, "multiplier": 0.5}),
+    Tx(
+        "decoupled_weight_decay",
+        jro.decoupled_weight_decay,
+        {"weight_decay": 0.2, "multiplier": 0.5},
+    ),
     Tx(
         "with_decoupled_weight_decay",
         jro.with_decoupled_weight_decay,
@@ -317,3 +321,26 @@ def test_bool_pytree_where_selects_leaf_by_leaf(tx, container):
         )
         if flag
     )
+
+
+STRENGTHS = [
+    (tx, name) for tx in TRANSFORMS for name in ("strength", "weight_decay") if name in tx.numeric
+]
+
+
+@pytest.mark.parametrize("tx, name", STRENGTHS, ids=[f"{tx}-{n}" for tx, n in STRENGTHS])
+def test_per_layer_strength_tree_equals_where_on_that_layer(tx, name):
+    # One strength per layer (a prefix of the params): 0 for "out" is "out" unselected.
+    value = tx.numeric[name]
+    per_layer, _ = run(tx.make(**{name: {"dense": value, "out": 0.0}}))
+    dense_only = jax.tree.map(lambda _: False, PARAMS) | {"dense": {"kernel": True, "bias": True}}
+    selected, _ = run(tx.make(where=dense_only))
+    for a, b in zip(per_layer, selected, strict=True):
+        assert_trees_close(a, b, rtol=1e-6, atol=1e-6)
+    # Negative control: the same strength on both layers differs on "out".
+    both, _ = run(tx.make())
+    assert not np.allclose(both[-1]["out"]["kernel"], per_layer[-1]["out"]["kernel"])
+    # A tree that is not a prefix of the params fails in update, naming the argument.
+    wrong = tx.make(**{name: {"dense": value}})
+    with pytest.raises(ValueError, match=rf"jaxreg\.optax\.\w+: {name} must be .* prefix"):
+        wrong.update(GRADS[0], wrong.init(PARAMS), PARAMS)

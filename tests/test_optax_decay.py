@@ -140,7 +140,7 @@ def test_complex_parameters_decay_like_optax_adamw():
     np.testing.assert_allclose(u["c"], -0.1 * c, rtol=1e-6)
     assert jaxreg.kernels_only(params) == {"c": True}
     with pytest.raises(TypeError, match=r"jaxreg\.optax\.add_penalty: params leaf 'c' must be"):
-        tx = jro.add_penalty(jaxreg.l2_penalty, 0.1)
+        tx = jro.add_penalty(jaxreg.l2_penalty, strength=0.1)
         tx.update({"c": jnp.zeros_like(c)}, tx.init(params), params)
 
 
@@ -176,15 +176,15 @@ def test_decoupled_adamw_validates_every_hyperparameter(kwargs, exc, match):
 def test_infinite_strength_is_rejected_everywhere():
     inf = float("inf")
     for make, name in [
-        (lambda: jro.decoupled_weight_decay(inf), "decoupled_weight_decay: strength"),
+        (lambda: jro.decoupled_weight_decay(inf), "decoupled_weight_decay: weight_decay"),
         (lambda: jro.decoupled_weight_decay(0.1, multiplier=inf), "weight_decay: multiplier"),
         (
             lambda: jro.with_decoupled_weight_decay(optax.sgd(0.1), weight_decay=inf),
             "with_decoupled_weight_decay: weight_decay",
         ),
-        (lambda: jro.add_penalty(jaxreg.l2_penalty, inf), "add_penalty: strength"),
+        (lambda: jro.add_penalty(jaxreg.l2_penalty, strength=inf), "add_penalty: strength"),
         (lambda: jro.proximal_l1(inf, strength=0.1), "proximal_l1: learning_rate"),
-        (lambda: jro.proximal_elastic_net(0.1, l1=0.1, l2=inf), "proximal_elastic_net: l2"),
+        (lambda: jro.proximal_elastic_net(0.1, strength=inf), "proximal_elastic_net: strength"),
     ]:
         with pytest.raises(ValueError, match=name + " must be finite, got inf"):
             make()

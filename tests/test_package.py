@@ -32,7 +32,16 @@ POSITIONAL_RATE = {"needs_key"}
 def test_hyperparameters_are_keyword_only():
     for name in set(jaxreg.__all__) - POSITIONAL_RATE:
         sig = inspect.signature(getattr(jaxreg, name))
-        for pname in ("rate", "strength", "threshold", "broadcast_dims", "num_samples"):
+        for pname in (
+            "rate",
+            "strength",
+            "l1_ratio",
+            "step_size",
+            "broadcast_dims",
+            "num_samples",
+            "per_example",
+            "calibration",
+        ):
             if pname in sig.parameters:
                 assert sig.parameters[pname].kind is inspect.Parameter.KEYWORD_ONLY, (name, pname)
 

@@ -142,14 +142,14 @@ CLAIMS = textwrap.dedent(
         P("d"),
     )
     check("spatial_dropout", lambda k, x, r: jaxreg.spatial_dropout(k, x, rate=r), maps, P("d"))
-    block = lambda norm: lambda k, x, r: jaxreg.dropblock(  # noqa: E731
-        k, x, rate=r, block_size=3, normalize=norm
+    block = lambda per: lambda k, x, r: jaxreg.drop_block(  # noqa: E731
+        k, x, rate=r, block_size=3, normalize_per_example=per
     )
-    check("dropblock_example", block("example"), maps, P("d"))
-    check("dropblock_batch_all_reduce", block("batch"), maps, P("d"), collectives=["all-reduce"])
+    check("drop_block_per_example", block(True), maps, P("d"))
+    check("drop_block_batch_all_reduce", block(False), maps, P("d"), collectives=["all-reduce"])
     check(
-        "dropblock_spatial_halo",
-        block("example"),
+        "drop_block_spatial_halo",
+        block(True),
         tall,
         P(None, "d"),
         collectives=["collective-permute"],
