@@ -115,6 +115,11 @@ def is_real_dtype(dtype: Any, *, complex_ok: bool = False) -> bool:
         return False
 
 
+def _shown(value: Any, checked: float) -> Any:
+    """A Python number as given (``2``, ``1.5``); a NumPy scalar as its float value."""
+    return value if type(value) in (int, float) else checked
+
+
 def _check_scalar(fn: str, name: str, value: Array) -> None:
     if np.ndim(value) != 0:
         raise fail(
@@ -135,7 +140,10 @@ def check_probability(fn: str, name: str, value: Any) -> float | Array:
     v = check_real(fn, name, value, "a number in [0, 1] or a scalar array")
     if isinstance(v, float):
         if math.isnan(v) or not 0.0 <= v <= 1.0:
-            raise fail(fn, f"{name} must be in [0, 1], got {value!r}.")
+            raise fail(
+                fn,
+                f"{name} must be in [0, 1], got {_shown(value, v)!r}.",
+            )
         return v
     _check_scalar(fn, name, v)
     if not is_traced(v):
@@ -155,7 +163,7 @@ def check_nonnegative(fn: str, name: str, value: Any, *, finite: bool = False) -
     if is_traced(v):
         return v
     arr = np.asarray(v)
-    shown = value if isinstance(v, float) else arr.tolist()
+    shown = _shown(value, v) if isinstance(v, float) else arr.tolist()
     if np.isnan(arr).any() or (arr < 0).any():
         raise fail(fn, f"{name} must be >= 0, got {shown!r}.")
     if finite and np.isinf(arr).any():
@@ -399,8 +407,8 @@ def check_key_first(fn: str, key: Any, data: Any, name: str = "x") -> None:
     ``key`` is a floating-point array. Called first by every keyed op, so that the
     error names the mistake instead of a dtype ("cast it first" would be wrong).
     """
-    if _is_key(key):
-        return
+    if _flax_rng_hint(key) is not None or _is_key(key):
+        return  # a flax Rngs answers any attribute: check_key explains it
     leaves = jax.tree_util.tree_leaves(data)
     typed = any(_is_key(leaf) for leaf in leaves)
     key_dtype = getattr(key, "dtype", None)

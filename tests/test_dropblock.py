@@ -23,7 +23,9 @@ def test_paper_gamma_realised_drop_fraction_matches_exact_expectation():
     cov = np.outer(_coverage(s, bs), _coverage(s, bs))
     expected = float(np.mean(1 - (1 - gamma) ** cov))
     x = jnp.ones((13_000, s, s, 8))
-    y = np.asarray(jaxreg.drop_block(jax.random.key(0), x, rate=rate, block_size=bs, calibration="paper"))
+    y = np.asarray(
+        jaxreg.drop_block(jax.random.key(0), x, rate=rate, block_size=bs, calibration="paper")
+    )
     # Per-map dropped fractions are i.i.d. (one value per independent map): 5-sigma test.
     dropped = (y == 0).mean(axis=(1, 2)).ravel()
     assert_mean(dropped, expected)
@@ -71,7 +73,9 @@ def test_block_size_one_draws_dropouts_mask(calibration, rate):
     # dropout ("exact": the solve lands on dropout's own threshold).
     rate = jnp.float32(0.3) if rate == "traced" else rate
     shape = (4, 17, 19, 3)
-    y = jaxreg.drop_block(jax.random.key(30), jnp.ones(shape), rate=rate, block_size=1, calibration=calibration)
+    y = jaxreg.drop_block(
+        jax.random.key(30), jnp.ones(shape), rate=rate, block_size=1, calibration=calibration
+    )
     mask = jaxreg.bernoulli_mask(jax.random.key(30), shape, rate=rate)
     np.testing.assert_array_equal(np.asarray(y) != 0, np.asarray(mask))
 
@@ -109,9 +113,7 @@ CALIBRATION_CASES = [
 @pytest.mark.parametrize("shape, block, rate, chunks", CALIBRATION_CASES)
 def test_exact_calibration_drops_rate_in_expectation(shape, block, rate, chunks):
     channel_axis = 1 if len(shape) == 4 and shape[1] == 20 else -1
-    got = _map_drop_fractions(
-        jax.random.key(31), shape, rate, block, "exact", chunks, channel_axis
-    )
+    got = _map_drop_fractions(jax.random.key(31), shape, rate, block, "exact", chunks, channel_axis)
     assert got.size >= 100_000
     assert_mean(got, rate)
     # Negative control: the paper's gamma realises a lower fraction, and the same
@@ -202,7 +204,8 @@ def test_shared_channels_and_channels_first_and_1d_3d():
 def test_drop_block_errors():
     key = jax.random.key(0)
     with pytest.raises(
-        ValueError, match=r"jaxreg\.drop_block: block_size 8 is larger than the feature map \(5, 5\)"
+        ValueError,
+        match=r"jaxreg\.drop_block: block_size 8 is larger than the feature map \(5, 5\)",
     ):
         jaxreg.drop_block(key, jnp.ones((2, 5, 5, 3)), rate=0.1, block_size=8)
     with pytest.raises(ValueError, match="x must be \\(batch, \\*spatial, channels\\)"):

@@ -1,5 +1,7 @@
 """DropConnect: exact equality with materialised references, memory bound, statistics."""
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -289,6 +291,25 @@ def test_tree_where_as_bool_tree_or_callable_never_a_prefix():
         jax.random.key(26), jnp.float32(0.5)
     )
     jax.tree.map(np.testing.assert_array_equal, traced, c)
+
+
+def test_tree_where_none_means_every_array_leaf_and_the_default_is_spelled_out():
+    assert inspect.signature(jaxreg.drop_connect_tree).parameters["where"].default is (
+        jaxreg.kernels_only
+    )
+    params = {"dense": {"kernel": jnp.ones((64, 8)), "bias": jnp.ones(64)}}
+    out = jaxreg.drop_connect_tree(jax.random.key(28), params, rate=0.5, where=None)
+    assert bool(jnp.any(out["dense"]["bias"] == 0))  # None: biases too
+    default = jaxreg.drop_connect_tree(jax.random.key(28), params, rate=0.5)
+    assert default["dense"]["bias"] is params["dense"]["bias"]  # kernels only
+    with pytest.raises(TypeError, match=r"params leaf 'step' must be a floating-point"):
+        jaxreg.drop_connect_tree(jax.random.key(28), _params(), rate=0.5, where=None)
+
+
+def test_inference_num_samples_defaults_to_the_papers_1000():
+    assert inspect.signature(jaxreg.drop_connect_inference).parameters["num_samples"].default == (
+        1000
+    )
 
 
 def _infer(**kw):

@@ -222,3 +222,29 @@ def test_dropout_is_exact_for_any_shape_and_broadcast_dims(case, rate, sampler):
     np.testing.assert_array_equal(y != 0, m)
     keep = fast_keep(rate) if sampler == "fast" else 1 - rate
     np.testing.assert_allclose(y[m], np.asarray(x)[m] / np.float32(keep), rtol=1e-6)
+
+
+_f16_traced = jax.jit(lambda k, x, r: jaxreg.dropout(k, x, rate=r))
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_float16_near_rate_one_gives_exact_zeros_not_nan(traced):
+    # 1 / keep overflows float16 at rate 0.99999, and XLA turns x / keep into
+    # x * (1 / keep): dropped units used to be 0 * inf = NaN, kept ones inf.
+    rate = 0.99999
+    n = 2**21
+    mask = np.asarray(jaxreg.bernoulli_mask(jax.random.key(40), (n,), rate=rate))
+    assert 0 < mask.sum() < 100  # about 21 kept units
+    q = float(jaxreg._rate.keep_probability(rate))  # what kept units are divided by
+    for value in (2.0, 0.25):  # 2 / q does not fit in float16 (inf), 0.25 / q does
+        x = jnp.full((n,), value, jnp.float16)
+        if traced:
+            y = np.asarray(_f16_traced(jax.random.key(40), x, jnp.float32(rate)))
+        else:
+            y = np.asarray(jaxreg.dropout(jax.random.key(40), x, rate=rate))
+        assert y.dtype == np.float16 and not np.isnan(y).any()
+        np.testing.assert_array_equal(y[~mask], 0.0)
+        with np.errstate(over="ignore"):
+            expected = np.float16(value / q)  # float16(24966.0) or inf
+        np.testing.assert_array_equal(y[mask], expected)
+        assert np.isfinite(expected) == (value == 0.25)

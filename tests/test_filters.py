@@ -165,7 +165,7 @@ def test_where_prefix_is_an_error_not_a_guess():
         jaxreg.l2_penalty(params, where={"a": {"w": True}, "c": False})
     with pytest.raises(ValueError, match=r"where has \['d'\], which params lacks"):
         jaxreg.prox_l1(
-            params, threshold=1.0, where={"a": {"w": True, "b": True}, "c": False, "d": True}
+            params, strength=1.0, where={"a": {"w": True, "b": True}, "c": False, "d": True}
         )
 
 
@@ -197,7 +197,7 @@ def test_callable_where_on_a_bare_array():
         jaxreg.l2_penalty(w, where=jaxreg.kernels_only), jnp.sum(w**2), rtol=1e-6
     )
     np.testing.assert_array_equal(
-        jaxreg.prox_l1(w, threshold=1.0, where=lambda p: True), jaxreg.prox_l1(w, threshold=1.0)
+        jaxreg.prox_l1(w, strength=1.0, where=lambda p: True), jaxreg.prox_l1(w, strength=1.0)
     )
     np.testing.assert_array_equal(
         jaxreg.max_norm(w, max_value=1.0, where=lambda p: True), jaxreg.max_norm(w, max_value=1.0)
@@ -206,7 +206,7 @@ def test_callable_where_on_a_bare_array():
         jaxreg.orthogonal_penalty(w, where=jaxreg.kernels_only), jaxreg.orthogonal_penalty(w)
     )
     assert float(jaxreg.l2_penalty(w, where=lambda p: False)) == 0.0
-    np.testing.assert_array_equal(jaxreg.prox_l1(w, threshold=1.0, where=lambda p: False), w)
+    np.testing.assert_array_equal(jaxreg.prox_l1(w, strength=1.0, where=lambda p: False), w)
 
 
 @pytest.mark.parametrize("where", ["kernel", __import__("re").compile("kernel")])
@@ -218,7 +218,7 @@ def test_a_string_is_not_a_selection(where):
     ):
         jaxreg.l2_penalty(plain_params()["dense"], where=where)
     with pytest.raises(TypeError, match=r"a string is not a selection"):
-        jaxreg.prox_l1(plain_params()["dense"], threshold=1.0, where=lambda p: "kernel")
+        jaxreg.prox_l1(plain_params()["dense"], strength=1.0, where=lambda p: "kernel")
 
 
 @pytest.mark.parametrize("flag", [True, False, np.bool_(True)])

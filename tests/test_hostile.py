@@ -61,7 +61,7 @@ RATE_OPS = {
     "gaussian_dropout": lambda r: jaxreg.gaussian_dropout(key(), X, rate=r),
     "alpha_dropout": lambda r: jaxreg.alpha_dropout(key(), X, rate=r),
     "drop_path": lambda r: jaxreg.drop_path(key(), X, rate=r),
-    "dropblock": lambda r: jaxreg.dropblock(key(), X, rate=r, block_size=2),
+    "drop_block": lambda r: jaxreg.drop_block(key(), X, rate=r, block_size=2),
     "drop_connect": lambda r: jaxreg.drop_connect(key(), W, rate=r),
     "drop_connect_dense": lambda r: jaxreg.drop_connect_dense(key(), X, W[:2], rate=r),
     "drop_connect_inference": lambda r: jaxreg.drop_connect_inference(
@@ -86,15 +86,24 @@ BAD_RATES = [
 STRENGTH_OPS = {
     "l1_penalty": ("strength", lambda s: jaxreg.l1_penalty(P, strength=s)),
     "l2_penalty": ("strength", lambda s: jaxreg.l2_penalty(P, strength=s)),
-    "elastic_net_penalty": ("l1", lambda s: jaxreg.elastic_net_penalty(P, l1=s, l2=0.1)),
+    "elastic_net_penalty": ("strength", lambda s: jaxreg.elastic_net_penalty(P, strength=s)),
     "group_lasso_penalty": ("strength", lambda s: jaxreg.group_lasso_penalty(P, strength=s)),
     "orthogonal_penalty": ("strength", lambda s: jaxreg.orthogonal_penalty(P, strength=s)),
-    "prox_l1": ("threshold", lambda s: jaxreg.prox_l1(P, threshold=s)),
-    "prox_elastic_net": ("l2", lambda s: jaxreg.prox_elastic_net(P, l1=0.1, l2=s)),
-    "prox_group_lasso": ("threshold", lambda s: jaxreg.prox_group_lasso(P, threshold=s)),
+    "prox_l1": ("strength", lambda s: jaxreg.prox_l1(P, strength=s)),
+    "prox_elastic_net": ("strength", lambda s: jaxreg.prox_elastic_net(P, strength=s)),
+    "prox_group_lasso": ("strength", lambda s: jaxreg.prox_group_lasso(P, strength=s)),
     "max_norm": ("max_value", lambda s: jaxreg.max_norm(P, max_value=s)),
 }
-PENALTIES = ("l1_penalty", "l2_penalty", "elastic_net_penalty", "group_lasso_penalty")
+# Penalty coefficients must be finite (inf * 0 is NaN); so must the prox operators'.
+PENALTIES = (
+    "l1_penalty",
+    "l2_penalty",
+    "elastic_net_penalty",
+    "group_lasso_penalty",
+    "prox_l1",
+    "prox_elastic_net",
+    "prox_group_lasso",
+)
 
 
 def _rows():
@@ -138,7 +147,7 @@ def _rate_grad_at_one(op):
 
 def _swapped_mc():
     return jaxreg.mc_predict(
-        lambda x, k: jaxreg.dropout(k, x, rate=0.5), key(), jnp.ones(3), num_samples=2
+        key(), lambda x, k: jaxreg.dropout(k, x, rate=0.5), jnp.ones(3), num_samples=2
     )
 
 
@@ -180,8 +189,8 @@ ROWS = [
     ),
     (
         "shared_channels-int",
-        lambda: jaxreg.dropblock(key(), X, rate=0.5, block_size=2, shared_channels=0),
-        raises(TypeError, "dropblock", "shared_channels must be a bool"),
+        lambda: jaxreg.drop_block(key(), X, rate=0.5, block_size=2, shared_channels=0),
+        raises(TypeError, "drop_block", "shared_channels must be a bool"),
     ),
     (
         "mask-shape-float",
@@ -210,22 +219,22 @@ ROWS = [
     ),
     (
         "block_size-float",
-        lambda: jaxreg.dropblock(key(), X, rate=0.5, block_size=2.5),
-        raises(TypeError, "dropblock", "block_size must be an int", "2.5 (a float)"),
+        lambda: jaxreg.drop_block(key(), X, rate=0.5, block_size=2.5),
+        raises(TypeError, "drop_block", "block_size must be an int", "2.5 (a float)"),
     ),
     (
         "block_size-none",
-        lambda: jaxreg.dropblock(key(), X, rate=0.5, block_size=None),
+        lambda: jaxreg.drop_block(key(), X, rate=0.5, block_size=None),
         raises(TypeError, "block_size must be an int", "None"),
     ),
     (
         "block_size-bool",
-        lambda: jaxreg.dropblock(key(), X, rate=0.5, block_size=True),
+        lambda: jaxreg.drop_block(key(), X, rate=0.5, block_size=True),
         raises(TypeError, "block_size must be an int", "True (a bool)"),
     ),
     (
         "num_samples-str",
-        lambda: jaxreg.mc_predict(lambda k: k, key(), num_samples="8"),
+        lambda: jaxreg.mc_predict(key(), lambda k: k, num_samples="8"),
         raises(TypeError, "mc_predict", "num_samples must be a Python int", "'8' (a str)"),
     ),
     (
@@ -260,9 +269,9 @@ ROWS = [
         raises(ValueError, "sampler must be one of"),
     ),
     (
-        "mode-bad",
-        lambda: jaxreg.drop_path(key(), X, rate=0.5, mode="rows"),
-        raises(ValueError, "mode must be one of 'row', 'batch'"),
+        "drop_path-per_example-str",
+        lambda: jaxreg.drop_path(key(), X, rate=0.5, per_example="rows"),
+        raises(TypeError, "drop_path", "per_example must be a bool", "'rows' (a str)"),
     ),
     (
         "channel_axis-0-spatial",
@@ -270,9 +279,9 @@ ROWS = [
         raises(ValueError, "spatial_dropout", "channel_axis must not be 0"),
     ),
     (
-        "channel_axis-0-dropblock",
-        lambda: jaxreg.dropblock(key(), X, rate=0.5, block_size=2, channel_axis=0),
-        raises(ValueError, "dropblock", "channel_axis must not be 0"),
+        "channel_axis-0-drop_block",
+        lambda: jaxreg.drop_block(key(), X, rate=0.5, block_size=2, channel_axis=0),
+        raises(ValueError, "drop_block", "channel_axis must not be 0"),
     ),
     (
         "broadcast_dims-repeat",
@@ -348,7 +357,7 @@ ROWS = [
     ),
     (
         "mc-key-nnx-rngs",
-        lambda: jaxreg.mc_predict(lambda k: k, nnx.Rngs(0), num_samples=2),
+        lambda: jaxreg.mc_predict(nnx.Rngs(0), lambda k: k, num_samples=2),
         raises(TypeError, "mc_predict", "rngs.dropout()"),
     ),
     (
@@ -360,13 +369,23 @@ ROWS = [
     ("mc-swapped-args", _swapped_mc, raises(TypeError, "mc_predict", "fn(key, *args)")),
     (
         "mc-args-hold-key",
-        lambda: jaxreg.mc_predict(lambda x, k: x, jnp.ones(3), key(), num_samples=2),
-        raises(TypeError, "mc_predict", "key must be a PRNG key"),
+        lambda: jaxreg.mc_predict(jnp.ones(3), lambda x, k: x, key(), num_samples=2),
+        raises(TypeError, "mc_predict", "key must be a PRNG key", "swapped"),
     ),
     (
         "mc-fn-not-callable",
-        lambda: jaxreg.mc_predict(3, key(), num_samples=2),
+        lambda: jaxreg.mc_predict(key(), 3, num_samples=2),
         raises(TypeError, "fn must be callable fn(key, *args)", "3 (an int)"),
+    ),
+    (
+        "mc-key-and-fn-swapped",
+        lambda: jaxreg.mc_predict(lambda k: k, key(), num_samples=2),
+        raises(TypeError, "mc_predict", "look swapped", "mc_predict(key, fn, *args"),
+    ),
+    (
+        "dropout-legacy-key-swapped",
+        lambda: jaxreg.dropout(X, jax.random.PRNGKey(0), rate=0.5),
+        raises(TypeError, "dropout", "look swapped", "key comes first"),
     ),
     (
         "per-example-jacfwd",
@@ -410,7 +429,7 @@ ROWS = [
     ),
     (
         "python-floats-prox",
-        lambda: jaxreg.prox_l1([1.0, 2.0], threshold=0.5),
+        lambda: jaxreg.prox_l1([1.0, 2.0], strength=0.5),
         raises(TypeError, "prox_l1", "only Python numbers"),
     ),
     (
@@ -420,7 +439,7 @@ ROWS = [
     ),
     (
         "python-floats-elastic",
-        lambda: jaxreg.elastic_net_penalty([1.0], l1=0.1, l2=0.1),
+        lambda: jaxreg.elastic_net_penalty([1.0]),
         raises(TypeError, "elastic_net_penalty", "only Python numbers"),
     ),
     (
@@ -456,7 +475,7 @@ ROWS = [
     (
         "mc-bool-outputs",
         lambda: jaxreg.mc_predict(
-            lambda k: jax.random.bernoulli(k, 0.5, (4,)), key(), num_samples=4000
+            key(), lambda k: jax.random.bernoulli(k, 0.5, (4,)), num_samples=4000
         ),
         Value(
             lambda mv: (
@@ -469,7 +488,7 @@ ROWS = [
     (
         "mc-int-outputs",
         lambda: jaxreg.mc_predict(
-            lambda k: jax.random.randint(k, (3,), 0, 2), key(), num_samples=4000
+            key(), lambda k: jax.random.randint(k, (3,), 0, 2), num_samples=4000
         ),
         Value(lambda mv: mv[0].dtype == jnp.float32 and bool(jnp.all(mv[1] > 0.2))),
     ),
@@ -562,7 +581,7 @@ ROWS = [
     ),
     (
         "prox-traced-negative-nan",
-        lambda: jax.jit(lambda s: jaxreg.prox_l1(P, threshold=s))(-0.5)["w"],
+        lambda: jax.jit(lambda s: jaxreg.prox_l1(P, strength=s))(-0.5)["w"],
         Value(lambda y: bool(jnp.all(jnp.isnan(y)))),
     ),
     (
@@ -602,7 +621,7 @@ ROWS = [
     ),
     (
         "prox_group_lasso-huge",
-        lambda: jaxreg.prox_group_lasso(jnp.full((4, 1), 1e20), threshold=1e20),
+        lambda: jaxreg.prox_group_lasso(jnp.full((4, 1), 1e20), strength=1e20),
         Value(lambda y: bool(jnp.allclose(y, 0.5e20, rtol=1e-6))),
     ),
     # Empty inputs of any shape return empty outputs.
@@ -647,8 +666,8 @@ ROWS = [
         Value(_zero_like((0, 2**32, 3))),
     ),
     (
-        "empty-dropblock",
-        lambda: jaxreg.dropblock(key(), jnp.zeros((0, 4, 4, 2)), rate=0.5, block_size=2),
+        "empty-drop_block",
+        lambda: jaxreg.drop_block(key(), jnp.zeros((0, 4, 4, 2)), rate=0.5, block_size=2),
         Value(_zero_like((0, 4, 4, 2))),
     ),
     (
@@ -794,3 +813,28 @@ def test_x64_masks_and_outputs_match_jax_and_flax():
         [sys.executable, "-c", X64_SCRIPT], capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+# float64 without jax_enable_x64: a NumPy float64 scalar (a JAX float64 array needs x64).
+LOW_AND_HIGH = {
+    "bfloat16": lambda v: jnp.asarray(v, jnp.bfloat16),
+    "float16": lambda v: jnp.asarray(v, jnp.float16),
+    "float64": np.float64,
+}
+
+
+@pytest.mark.parametrize("dtype", sorted(LOW_AND_HIGH))
+def test_bf16_f16_f64_scalar_rates_are_accepted_by_every_op(dtype):
+    # bf16 used to fail with "rate must be a number in [0, 1] or a scalar array, got
+    # 0.30078125 (a scalar array of dtype bfloat16)": NumPy's dtype kind of bfloat16 is
+    # "V", not "f".
+    make = LOW_AND_HIGH[dtype]
+    for name, call in RATE_OPS.items():
+        out = call(make(0.3))
+        assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(out)), name
+        with pytest.raises(ValueError, match=rf"jaxreg\.{name}: rate must be in \[0, 1\]"):
+            call(make(1.5))
+    y = jax.jit(lambda r: jaxreg.dropout(key(), X, rate=r))(make(0.3))
+    np.testing.assert_array_equal(y, jaxreg.dropout(key(), X, rate=jnp.float32(make(0.3))))
+    # A JAX array rate is never decided; a NumPy scalar is a number, as documented.
+    assert jaxreg.needs_key(make(0.0)) is (dtype != "float64")

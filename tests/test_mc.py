@@ -28,7 +28,7 @@ def reference(fn, key, x, n):
 def test_moments_equal_direct_computation(num_samples, chunk_size):
     x = jax.random.normal(jax.random.key(0), (5, 8))
     mean, var = jaxreg.mc_predict(
-        model, jax.random.key(1), x, num_samples=num_samples, chunk_size=chunk_size
+        jax.random.key(1), model, x, num_samples=num_samples, chunk_size=chunk_size
     )
     ref_mean, ref_var = reference(model, jax.random.key(1), x, num_samples)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-6)
@@ -41,7 +41,7 @@ def test_pytree_outputs_dtypes_and_jit():
         return {"y": y.astype(jnp.bfloat16), "s": jnp.sum(y)}
 
     x = jnp.ones(6)
-    mean, var = jax.jit(lambda k: jaxreg.mc_predict(fn, k, x, num_samples=50, chunk_size=8))(
+    mean, var = jax.jit(lambda k: jaxreg.mc_predict(k, fn, x, num_samples=50, chunk_size=8))(
         jax.random.key(2)
     )
     assert mean["y"].dtype == jnp.bfloat16 and mean["s"].shape == ()
@@ -57,7 +57,7 @@ def test_chunking_bounds_memory():
     x = jnp.ones((64, 512))
 
     def temp_bytes(chunk):
-        f = jax.jit(lambda k: jaxreg.mc_predict(model, k, x, num_samples=2048, chunk_size=chunk))
+        f = jax.jit(lambda k: jaxreg.mc_predict(k, model, x, num_samples=2048, chunk_size=chunk))
         return f.lower(jax.random.key(0)).compile().memory_analysis().temp_size_in_bytes
 
     chunked, whole = temp_bytes(32), temp_bytes(None)
@@ -67,12 +67,14 @@ def test_chunking_bounds_memory():
 def test_mc_predict_errors():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match=r"jaxreg\.mc_predict: num_samples must be >= 1, got 0"):
-        jaxreg.mc_predict(model, key, jnp.ones((1, 2)), num_samples=0)
+        jaxreg.mc_predict(key, model, jnp.ones((1, 2)), num_samples=0)
     with pytest.raises(TypeError, match="num_samples must be a Python int"):
-        jaxreg.mc_predict(model, key, jnp.ones((1, 2)), num_samples=2.5)
+        jaxreg.mc_predict(key, model, jnp.ones((1, 2)), num_samples=2.5)
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
-        jaxreg.mc_predict(model, key, jnp.ones((1, 2)), num_samples=4, chunk_size=0)
+        jaxreg.mc_predict(key, model, jnp.ones((1, 2)), num_samples=4, chunk_size=0)
     with pytest.raises(TypeError, match="fn must be callable"):
-        jaxreg.mc_predict(3, key, num_samples=4)
+        jaxreg.mc_predict(key, 3, num_samples=4)
     with pytest.raises(TypeError, match="key must be a PRNG key"):
-        jaxreg.mc_predict(model, 0, jnp.ones((1, 2)), num_samples=4)
+        jaxreg.mc_predict(0, model, jnp.ones((1, 2)), num_samples=4)
+    with pytest.raises(TypeError, match=r"look swapped\. The key comes first: jaxreg\.mc_pre"):
+        jaxreg.mc_predict(model, key, jnp.ones((1, 2)), num_samples=4)

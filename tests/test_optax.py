@@ -51,7 +51,9 @@ def test_import_jaxreg_does_not_import_optax():
 @pytest.mark.parametrize("where", [None, jaxreg.kernels_only])
 def test_coupled_l2_equals_add_decayed_weights_with_twice_the_strength(where):
     s, lr = 0.05, 0.1
-    ours, _ = run(optax.chain(jro.add_penalty(jaxreg.l2_penalty, strength=s, where=where), optax.sgd(lr)))
+    ours, _ = run(
+        optax.chain(jro.add_penalty(jaxreg.l2_penalty, strength=s, where=where), optax.sgd(lr))
+    )
     mask = None if where is None else where(PARAMS)
     ref, _ = run(optax.chain(optax.add_decayed_weights(2 * s, mask=mask), optax.sgd(lr)))
     for a, b in zip(ours, ref, strict=True):
@@ -198,9 +200,7 @@ def test_inject_hyperparams():
     np.testing.assert_allclose(u["dense"]["kernel"], 1.0 * PARAMS["dense"]["kernel"], 1e-6)
     np.testing.assert_array_equal(u["dense"]["bias"], 0.0)
 
-    wd = optax.inject_hyperparams(jro.decoupled_weight_decay)(
-        weight_decay=0.2, multiplier=schedule
-    )
+    wd = optax.inject_hyperparams(jro.decoupled_weight_decay)(weight_decay=0.2, multiplier=schedule)
     u, _ = wd.update(g, wd.init(PARAMS), PARAMS)
     np.testing.assert_allclose(u["dense"]["kernel"], -0.06 * PARAMS["dense"]["kernel"], 1e-6)
     gl = optax.inject_hyperparams(jro.proximal_group_lasso)(0.1, strength=0.2, axis=(0,))

@@ -19,8 +19,12 @@ def test_l1_and_l2_closed_forms():
     assert float(jaxreg.l1_penalty(PARAMS, strength=0.1, where=KERNEL)) == pytest.approx(0.75)
     assert float(jaxreg.l2_penalty(PARAMS)) == pytest.approx(19.75)
     assert float(jaxreg.l2_penalty(PARAMS, strength=0.5, where=KERNEL)) == pytest.approx(7.625)
-    got = jaxreg.elastic_net_penalty(PARAMS, l1=0.1, l2=0.5, where=KERNEL)
+    # Keras's L1L2(l1=0.1, l2=0.5) is strength=l1 + l2, l1_ratio=l1 / (l1 + l2).
+    got = jaxreg.elastic_net_penalty(PARAMS, strength=0.6, l1_ratio=0.1 / 0.6, where=KERNEL)
     assert float(got) == pytest.approx(0.75 + 7.625)
+    assert float(jaxreg.elastic_net_penalty(PARAMS)) == pytest.approx(0.5 * 10.5 + 0.5 * 19.75)
+    assert float(jaxreg.elastic_net_penalty(PARAMS, l1_ratio=1.0)) == pytest.approx(10.5)
+    assert float(jaxreg.elastic_net_penalty(PARAMS, l1_ratio=0.0)) == pytest.approx(19.75)
 
 
 def test_penalty_returns_float32_scalar_for_low_precision_params():
@@ -110,7 +114,7 @@ def test_gradients_match_closed_forms():
 PENALTIES = {
     "l1": lambda p, s: jaxreg.l1_penalty(p, strength=s),
     "l2": lambda p, s: jaxreg.l2_penalty(p, strength=s),
-    "elastic_net": lambda p, s: jaxreg.elastic_net_penalty(p, l1=s, l2=2 * s),
+    "elastic_net": lambda p, s: jaxreg.elastic_net_penalty(p, strength=s, l1_ratio=0.3),
     "group_lasso": lambda p, s: jaxreg.group_lasso_penalty(p, strength=s),
     "orthogonal": lambda p, s: jaxreg.orthogonal_penalty(p["dense"]["kernel"], strength=s),
 }
@@ -140,8 +144,8 @@ def test_vmap_and_jit_over_strengths(name):
             r"^jaxreg\.l2_penalty: strength must be >= 0, got -0\.5\.$",
         ),
         (
-            lambda: jaxreg.elastic_net_penalty(PARAMS, l1=0.1, l2=-2),
-            r"jaxreg\.elastic_net_penalty: l2 must be >= 0, got -2\.",
+            lambda: jaxreg.elastic_net_penalty(PARAMS, l1_ratio=1.5),
+            r"^jaxreg\.elastic_net_penalty: l1_ratio must be in \[0, 1\], got 1\.5\.$",
         ),
         (
             lambda: jaxreg.group_lasso_penalty(PARAMS, strength=float("nan")),
@@ -190,3 +194,132 @@ def test_penalty_in_a_loss_under_jit():
     g = jax.jit(jax.grad(loss))(PARAMS, 0.25)
     np.testing.assert_allclose(g["dense"]["kernel"], 1 + 0.5 * W, rtol=1e-6)
     np.testing.assert_array_equal(g["dense"]["bias"], 0.0)
+
+
+# Per-layer strengths, checked against Keras's per-layer regularizers computed by hand
+# from Keras's documented formulas: L1(l1) = l1 * sum|w|, L2(l2) = l2 * sum(w**2),
+# L1L2(l1, l2) = l1 * sum|w| + l2 * sum(w**2) (no factor 1/2).
+RNG = np.random.default_rng(15)
+TWO_LAYERS = {
+    "dense1": {
+        "kernel": jnp.asarray(RNG.normal(size=(4, 3)), jnp.float32),
+        "bias": jnp.asarray(RNG.normal(size=3), jnp.float32),
+    },
+    "dense2": {
+        "kernel": jnp.asarray(RNG.normal(size=(3, 2)), jnp.float32),
+        "bias": jnp.asarray(RNG.normal(size=2), jnp.float32),
+    },
+}
+
+
+def _keras(params):
+    """Dense1(kernel_regularizer=L2(0.01), bias_regularizer=L1(0.02)) and
+    Dense2(kernel_regularizer=L1L2(l1=0.001, l2=0.003)): each layer's loss by hand."""
+    k1, b1 = (np.asarray(params["dense1"][n], np.float64) for n in ("kernel", "bias"))
+    k2 = np.asarray(params["dense2"]["kernel"], np.float64)
+    return {
+        "dense1": 0.01 * np.sum(k1**2) + 0.02 * np.sum(np.abs(b1)),
+        "dense2": 0.001 * np.sum(np.abs(k2)) + 0.003 * np.sum(k2**2),
+    }
+
+
+def test_per_layer_strengths_equal_kerass_per_layer_regularizers():
+    keras = _keras(TWO_LAYERS)
+    l1 = {"dense1": {"kernel": 0.0, "bias": 0.02}, "dense2": {"kernel": 0.001, "bias": 0.0}}
+    l2 = {"dense1": {"kernel": 0.01, "bias": 0.0}, "dense2": {"kernel": 0.003, "bias": 0.0}}
+    total = jaxreg.l1_penalty(TWO_LAYERS, strength=l1) + jaxreg.l2_penalty(TWO_LAYERS, strength=l2)
+    assert float(total) == pytest.approx(keras["dense1"] + keras["dense2"], rel=1e-6)
+    # Layer by layer: a strength tree that is a prefix of params (one value per layer).
+    only = {"dense1": {"kernel": False, "bias": False}, "dense2": {"kernel": True, "bias": False}}
+    dense2 = jaxreg.elastic_net_penalty(
+        TWO_LAYERS, strength={"dense1": 0.0, "dense2": 0.004}, l1_ratio=0.25, where=only
+    )
+    assert float(dense2) == pytest.approx(keras["dense2"], rel=1e-6)
+    # Built with a filter: 0.01 on kernels, 0 elsewhere.
+    kernels = jax.tree.map(lambda k: 0.01 if k else 0.0, jaxreg.kernels_only(TWO_LAYERS))
+    expected = 0.01 * sum(float(jnp.sum(TWO_LAYERS[n]["kernel"] ** 2)) for n in TWO_LAYERS)
+    assert float(jaxreg.l2_penalty(TWO_LAYERS, strength=kernels)) == pytest.approx(expected)
+    # Negative control: one shared strength is not the per-layer sum.
+    shared = jaxreg.l2_penalty(TWO_LAYERS, strength=0.01)
+    assert float(shared) != pytest.approx(expected, rel=1e-3)
+
+
+def test_per_layer_strength_tree_works_for_every_penalty_and_prox():
+    # A tree {"dense1": s, "dense2": 0} equals strength s with where on dense1.
+    where = {"dense1": {"kernel": True, "bias": True}, "dense2": {"kernel": False, "bias": False}}
+    tree = {"dense1": 0.3, "dense2": 0.0}
+    kernel = {"dense1": {"kernel": True, "bias": False}, "dense2": {"kernel": True, "bias": False}}
+    for fn, kw in [
+        (jaxreg.l1_penalty, {}),
+        (jaxreg.l2_penalty, {}),
+        (jaxreg.elastic_net_penalty, {"l1_ratio": 0.4}),
+        (jaxreg.group_lasso_penalty, {"axis": 0}),
+        (jaxreg.orthogonal_penalty, {}),
+    ]:
+        sel = {k: {n: v and kernel[k][n] for n, v in w.items()} for k, w in where.items()}
+        if fn is not jaxreg.orthogonal_penalty:
+            sel = where
+        all_on = kernel if fn is jaxreg.orthogonal_penalty else None
+        got = fn(TWO_LAYERS, strength=tree, where=all_on, **kw)
+        assert float(got) == pytest.approx(float(fn(TWO_LAYERS, strength=0.3, where=sel, **kw)))
+    for prox, kw in [
+        (jaxreg.prox_l1, {}),
+        (jaxreg.prox_elastic_net, {"l1_ratio": 0.4}),
+        (jaxreg.prox_group_lasso, {}),
+    ]:
+        got = prox(TWO_LAYERS, strength=tree, step_size=2.0, **kw)
+        expected = prox(TWO_LAYERS, strength=0.3, step_size=2.0, where=where, **kw)
+        jax.tree.map(np.testing.assert_array_equal, got, expected)
+        assert not np.allclose(got["dense1"]["kernel"], TWO_LAYERS["dense1"]["kernel"])
+
+
+_grid = jax.jit(
+    jax.vmap(lambda s: jaxreg.l2_penalty(TWO_LAYERS, strength={"dense1": s, "dense2": 0.5}))
+)
+
+
+def test_traced_per_layer_strength_under_vmap_varies_one_layer():
+    strengths = jnp.array([0.0, 0.01, 0.1, -1.0])  # a grid over dense1's strength
+    got = np.asarray(_grid(strengths))
+    sq = {n: sum(float(jnp.sum(v**2)) for v in TWO_LAYERS[n].values()) for n in TWO_LAYERS}
+    for i, s in enumerate([0.0, 0.01, 0.1]):
+        assert got[i] == pytest.approx(s * sq["dense1"] + 0.5 * sq["dense2"], rel=1e-6)
+    assert np.isnan(got[3])  # a traced negative strength poisons the value
+    grad = jax.grad(lambda s: jaxreg.l2_penalty(TWO_LAYERS, strength={"dense1": s, "dense2": 0.5}))(
+        jnp.float32(-1.0)
+    )
+    assert np.isnan(grad)
+
+
+def test_strength_tree_errors():
+    with pytest.raises(
+        ValueError, match=r"^jaxreg\.l2_penalty: strength\['dense2'\] must be >= 0, got -1\.0\.$"
+    ):
+        jaxreg.l2_penalty(TWO_LAYERS, strength={"dense1": 0.1, "dense2": -1.0})
+    with pytest.raises(ValueError, match=r"jaxreg\.l1_penalty: strength must be .* prefix"):
+        jaxreg.l1_penalty(TWO_LAYERS, strength={"dense1": 0.1})
+    with pytest.raises(ValueError, match=r"jaxreg\.prox_l1: strength must be .* prefix"):
+        jaxreg.prox_l1(TWO_LAYERS, strength={"dense1": 0.1, "dense3": 0.1})
+    with pytest.raises(TypeError, match=r"strength\['dense1'\] must be a number"):
+        jaxreg.l1_penalty(TWO_LAYERS, strength={"dense1": "0.1", "dense2": 0.1})
+
+
+# float64 without jax_enable_x64: a NumPy float64 scalar (a JAX float64 array needs x64).
+SCALARS = {
+    "bfloat16": lambda v: jnp.asarray(v, jnp.bfloat16),
+    "float16": lambda v: jnp.asarray(v, jnp.float16),
+    "float64": np.float64,
+}
+
+
+@pytest.mark.parametrize("dtype", sorted(SCALARS))
+def test_low_and_high_precision_scalar_strengths_are_accepted(dtype):
+    # bf16 used to be rejected: NumPy's dtype kind of bfloat16 is "V", not "f".
+    s = SCALARS[dtype](0.5)
+    expected = float(jaxreg.l2_penalty(PARAMS, strength=float(s)))
+    assert float(jaxreg.l2_penalty(PARAMS, strength=s)) == pytest.approx(expected, rel=1e-6)
+    assert float(jax.jit(jaxreg.l2_penalty)(PARAMS, strength=s)) == pytest.approx(expected)
+    out = jaxreg.prox_l1(PARAMS, strength=s)
+    assert out["dense"]["kernel"].dtype == W.dtype
+    with pytest.raises(ValueError, match=r"strength must be >= 0, got -0\.5"):
+        jaxreg.l2_penalty(PARAMS, strength=SCALARS[dtype](-0.5))
