@@ -142,7 +142,7 @@ def main(argv=None):
         def sample(k, xs):
             return jax.nn.softmax(forward(params, xs, key=k, drop=0.0, dc=dc))
 
-        mean, _ = jaxreg.mc_predict(sample, k_mc, x_test, num_samples=mc, chunk_size=8)
+        mean, _ = jaxreg.mc_predict(k_mc, sample, x_test, num_samples=mc, chunk_size=8)
         out["mc"] = nll_err(mean, y_test)
         return out
 

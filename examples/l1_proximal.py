@@ -10,8 +10,9 @@ and one of five regularizers on the kernels (biases are not penalised):
 * none;
 * L1 subgradient: ``jaxreg.l1_penalty(strength=s)`` added to the loss;
 * L1 proximal: ``jaxreg.optax.proximal_l1(lr, strength=s)`` after SGD (ISTA);
-* elastic net subgradient: ``jaxreg.elastic_net_penalty(l1=s/2, l2=s/2)`` in the loss;
-* elastic net proximal: ``jaxreg.optax.proximal_elastic_net(lr, l1=s/2, l2=s/2)``.
+* elastic net subgradient: ``jaxreg.elastic_net_penalty(strength=s, l1_ratio=0.5)`` in
+  the loss;
+* elastic net proximal: ``jaxreg.optax.proximal_elastic_net(lr, strength=s, l1_ratio=0.5)``.
 
 All methods x strengths x seeds form one vmapped program: every model carries all five
 strengths as traced hyperparameters, the unused ones 0 (a zero strength is the
@@ -113,9 +114,7 @@ def main() -> None:
 
     def penalty(params, h):
         return jaxreg.l1_penalty(params, strength=h["l1_sub"], where=kernels) + (
-            jaxreg.elastic_net_penalty(
-                params, l1=h["en_sub"] / 2, l2=h["en_sub"] / 2, where=kernels
-            )
+            jaxreg.elastic_net_penalty(params, strength=h["en_sub"], l1_ratio=0.5, where=kernels)
         )
 
     def optimizer(h):
@@ -123,7 +122,7 @@ def main() -> None:
             optax.sgd(LR),
             jaxreg.optax.proximal_l1(LR, strength=h["l1_prox"], where=kernels),
             jaxreg.optax.proximal_elastic_net(
-                LR, l1=h["en_prox"] / 2, l2=h["en_prox"] / 2, where=kernels
+                LR, strength=h["en_prox"], l1_ratio=0.5, where=kernels
             ),
         )
 

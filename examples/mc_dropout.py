@@ -105,7 +105,7 @@ def diabetes(rates, num_splits, steps, chunk, mc_samples):
         key = jax.random.fold_in(jax.random.key(seed), 2)
         out = {}
         both = jnp.concatenate([xva, xte])
-        m_mc, v_mc = jaxreg.mc_predict(sample, key, both, num_samples=mc_samples, chunk_size=100)
+        m_mc, v_mc = jaxreg.mc_predict(key, sample, both, num_samples=mc_samples, chunk_size=100)
         m_ws = common.mlp(params, both, key=None)[:, 0]
         nva = xva.shape[0]
         for name, m, v in (("mc", m_mc, v_mc), ("ws", m_ws, jnp.zeros_like(m_ws))):
@@ -169,7 +169,7 @@ def toy(seeds, steps, chunk, mc_samples, rate=0.1):
             return common.mlp(params, xs, key=key, rates=rate)[:, 0]
 
         key = jax.random.fold_in(jax.random.key(seed), 2)
-        m, v = jaxreg.mc_predict(sample, key, grid_x[:, None], num_samples=mc_samples)
+        m, v = jaxreg.mc_predict(key, sample, grid_x[:, None], num_samples=mc_samples)
         return m, jnp.sqrt(v), common.mlp(params, grid_x[:, None], key=None)[:, 0]
 
     mean, std, ws = common.to_host(predict(state.params, jnp.asarray(seeds)))

@@ -3,7 +3,7 @@
 Questions: (1) stochastic depth (Huang et al. 2016, ``jaxreg.drop_path``): does the
 paper's linear schedule (block ``l`` of ``L`` drops its residual branch with probability
 ``l / L * 0.5``, ``jaxreg.drop_path_rates``) beat one constant rate with the same expected
-depth? (2) DropBlock (Ghiasi et al. 2018, ``jaxreg.dropblock``): on convolutional
+depth? (2) DropBlock (Ghiasi et al. 2018, ``jaxreg.drop_block``): on convolutional
 features, where neighbouring positions are correlated, does dropping contiguous blocks
 regularise better than dropping single positions (dropout)?
 
@@ -77,7 +77,7 @@ def resnet(params, x, *, key, path_rates, drop, block_drop):
         if keys[i] is not None:
             k_drop, k_block, k_path = jax.random.split(keys[i], 3)
             u = jaxreg.dropout(k_drop, u, rate=drop)
-            u = jaxreg.dropblock(k_block, u, rate=block_drop, block_size=BLOCK)
+            u = jaxreg.drop_block(k_block, u, rate=block_drop, block_size=BLOCK)
         branch = conv(blk["b"], u)
         if keys[i] is not None:
             branch = jaxreg.drop_path(k_path, branch, rate=path_rates[i])
@@ -152,7 +152,7 @@ def main(argv=None):
                 "setting": sets[s][0],
                 "path_rates": " ".join(f"{r:.3g}" for r in sets[s][1]),
                 "dropout_rate": sets[s][2],
-                "dropblock_rate": sets[s][3],
+                "drop_block_rate": sets[s][3],
                 "seed": int(g["seed"][i]),
                 "train_error": float(1 - acc_tr[i]),
                 "test_error": float(curve[-1][1][i]),

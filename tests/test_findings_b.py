@@ -47,7 +47,7 @@ CASES = {
     ),
     "stochastic_depth_dropblock": (
         "stochastic_depth_dropblock.csv",
-        {"setting", "path_rates", "dropout_rate", "dropblock_rate", "seed", "test_error"},
+        {"setting", "path_rates", "dropout_rate", "drop_block_rate", "seed", "test_error"},
         5,  # none, linear, constant, dropout, DropBlock; 1 seed
     ),
 }
