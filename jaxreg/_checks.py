@@ -140,10 +140,7 @@ def check_probability(fn: str, name: str, value: Any) -> float | Array:
     v = check_real(fn, name, value, "a number in [0, 1] or a scalar array")
     if isinstance(v, float):
         if math.isnan(v) or not 0.0 <= v <= 1.0:
-            raise fail(
-                fn,
-                f"{name} must be in [0, 1], got {_shown(value, v)!r}.",
-            )
+            raise fail(fn, f"{name} must be in [0, 1], got {_shown(value, v)!r}.")
         return v
     _check_scalar(fn, name, v)
     if not is_traced(v):

@@ -155,7 +155,7 @@ def _value_at(fn: str, name: str, value: ScalarOrSchedule, count: Array) -> floa
     if is_traced(v):
         return v
     step = "" if is_traced(count) else f" (from the schedule at step {int(count)})"
-    arr = jnp.asarray(v) if hasattr(v, "dtype") else np.asarray(v)
+    arr = np.asarray(v)
     if not is_real_dtype(arr.dtype):
         raise fail(fn, f"{name}{step} must be a real number, got {v!r}.", exc=TypeError)
     if arr.ndim != 0:

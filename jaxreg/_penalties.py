@@ -2,9 +2,11 @@
 
 Every penalty takes a pytree of parameters, selects leaves with ``where`` (a bool
 pytree of the parameters' exact structure, or a callable returning one such as
-``jaxreg.kernels_only``), sums in float32 or wider, and returns a scalar to add to the
-loss. Coefficients follow Keras and the textbook convention, without a factor 1/2:
-``l2_penalty(params, strength=s) = s * sum(w**2)``, whose gradient is ``2 * s * w``.
+``jaxreg.kernels_only``), weighs each leaf by its ``strength`` (one number for all, or a
+pytree with one per leaf or per subtree: Keras's per-layer regularizers), sums in
+float32 or wider, and returns a scalar to add to the loss. Coefficients follow Keras
+and the textbook convention, without a factor 1/2: ``l2_penalty(params, strength=s) =
+s * sum(w**2)``, whose gradient is ``2 * s * w``.
 """
 
 from __future__ import annotations
