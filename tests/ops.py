@@ -208,6 +208,14 @@ def drop_connect_inference(k, x, r):
     )
 
 
+# Scalar hyperparameters (rates, strengths) of the other float dtypes, by name; float64
+# without jax_enable_x64 is a NumPy float64 scalar (a JAX float64 array needs x64).
+SCALARS = {
+    "bfloat16": lambda v: jnp.asarray(v, jnp.bfloat16),
+    "float16": lambda v: jnp.asarray(v, jnp.float16),
+    "float64": np.float64,
+}
+
 M = (1000, 1000)  # 1e6 independent units
 
 OPS: tuple[Op, ...] = (

@@ -26,6 +26,7 @@ import pytest
 
 import jaxreg
 from jaxreg import _rate
+from ops import SCALARS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -815,20 +816,12 @@ def test_x64_masks_and_outputs_match_jax_and_flax():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
-# float64 without jax_enable_x64: a NumPy float64 scalar (a JAX float64 array needs x64).
-LOW_AND_HIGH = {
-    "bfloat16": lambda v: jnp.asarray(v, jnp.bfloat16),
-    "float16": lambda v: jnp.asarray(v, jnp.float16),
-    "float64": np.float64,
-}
-
-
-@pytest.mark.parametrize("dtype", sorted(LOW_AND_HIGH))
+@pytest.mark.parametrize("dtype", sorted(SCALARS))
 def test_bf16_f16_f64_scalar_rates_are_accepted_by_every_op(dtype):
     # bf16 used to fail with "rate must be a number in [0, 1] or a scalar array, got
     # 0.30078125 (a scalar array of dtype bfloat16)": NumPy's dtype kind of bfloat16 is
     # "V", not "f".
-    make = LOW_AND_HIGH[dtype]
+    make = SCALARS[dtype]
     for name, call in RATE_OPS.items():
         out = call(make(0.3))
         assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(out)), name

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxreg
+from ops import SCALARS
 
 W = jnp.array([[1.0, -2.0, 0.0], [3.0, 0.5, -1.0]])
 B = jnp.array([0.5, -0.5, 2.0])
@@ -302,14 +303,6 @@ def test_strength_tree_errors():
         jaxreg.prox_l1(TWO_LAYERS, strength={"dense1": 0.1, "dense3": 0.1})
     with pytest.raises(TypeError, match=r"strength\['dense1'\] must be a number"):
         jaxreg.l1_penalty(TWO_LAYERS, strength={"dense1": "0.1", "dense2": 0.1})
-
-
-# float64 without jax_enable_x64: a NumPy float64 scalar (a JAX float64 array needs x64).
-SCALARS = {
-    "bfloat16": lambda v: jnp.asarray(v, jnp.bfloat16),
-    "float16": lambda v: jnp.asarray(v, jnp.float16),
-    "float64": np.float64,
-}
 
 
 @pytest.mark.parametrize("dtype", sorted(SCALARS))
