@@ -5,7 +5,7 @@ penalties and constraints, with thin Flax and Optax adapters (``jaxreg.linen``,
 ``jaxreg.nnx``, ``jaxreg.optax``) that the core never imports.
 """
 
-from jaxreg._dropblock import dropblock as dropblock
+from jaxreg._dropblock import drop_block as drop_block
 
 # DropConnect
 from jaxreg._dropconnect import drop_connect as drop_connect
@@ -49,9 +49,9 @@ __all__ = [
     "alpha_dropout",
     "apply_mask",
     "bernoulli_mask",
+    "drop_block",
     "drop_path",
     "drop_path_rates",
-    "dropblock",
     "dropout",
     "gaussian_dropout",
     "gaussian_noise",

@@ -16,8 +16,7 @@ from jaxreg import _mask, _rate
 from jaxreg._checks import check_bool, check_channel_axis, check_choice, describe, fail
 from jaxreg._types import Array
 
-GAMMAS = ("calibrated", "paper")
-NORMALIZATIONS = ("batch", "example")
+CALIBRATIONS = ("exact", "paper")
 _STEPS = 23  # seed keep probabilities are multiples of 2**-23 (see _rate.keep_threshold)
 
 
@@ -122,7 +121,7 @@ def _solver(sizes: tuple, blocks: tuple) -> Any:
     return solve
 
 
-def dropblock(
+def drop_block(
     key: Any,
     x: Array,
     *,
@@ -130,8 +129,8 @@ def dropblock(
     block_size: int | Sequence[int],
     channel_axis: int = -1,
     shared_channels: bool = False,
-    gamma: str = "calibrated",
-    normalize: str = "batch",
+    calibration: str = "exact",
+    normalize_per_example: bool = False,
 ) -> Array:
     """DropBlock: drops ``block_size``-wide contiguous blocks of each feature map.
 
@@ -139,14 +138,15 @@ def dropblock(
     where a whole block fits (no block is clipped at a border); each seed drops the
     block it anchors. Blocks overlap, so a position ``pos`` is dropped with probability
     ``1 - (1 - gamma)^c(pos)``, where ``c(pos)`` counts the seed positions whose block
-    covers it (fewer near the borders). How ``gamma`` follows from ``rate``:
+    covers it (fewer near the borders). How ``gamma`` follows from ``rate``
+    (``calibration``):
 
-    - ``gamma="calibrated"`` (default): the expected dropped fraction
+    - ``calibration="exact"`` (default): the expected dropped fraction
       ``mean_pos 1 - (1 - gamma)^c(pos)`` equals ``rate`` (solved by bisection in
       float32 for Python and traced rates alike, to one step of 2**-23 in the seed
       probability). ``rate`` then means what it means for every other jaxreg op: the
       expected fraction of units dropped.
-    - ``gamma="paper"``: the paper's eq. 1 over ``d`` spatial axes with sizes ``s_i``
+    - ``calibration="paper"``: the paper's eq. 1 over ``d`` spatial axes with sizes ``s_i``
       and blocks ``b_i``, ``gamma = rate / prod(b_i) * prod(s_i) / prod(s_i - b_i + 1)``:
       the fraction one would drop if blocks never overlapped. The realised fraction is
       lower (an expected 0.0946 at ``rate=0.1`` on 56x56 maps with 7x7 blocks, 0.250
@@ -160,8 +160,8 @@ def dropblock(
     ``shared_channels=True`` here; jaxreg's default draws each channel independently.
 
     Kept units are scaled by ``count / count_kept``: over the whole input
-    (``normalize="batch"``, the paper's Algorithm 1) or per example
-    (``normalize="example"``). Under batch (data-parallel) sharding the whole-input
+    (``normalize_per_example=False``, the paper's Algorithm 1) or per example
+    (``normalize_per_example=True``). Under batch (data-parallel) sharding the whole-input
     count is an all-reduce across devices; the per-example count needs no
     communication. Sharding a spatial axis needs neighbouring rows (XLA inserts a
     collective-permute) whatever the normalisation. ``block_size=1`` is dropout with
@@ -178,8 +178,10 @@ def dropblock(
       channel_axis: the channel axis (not 0, the batch axis).
       shared_channels: one spatial mask for all channels of an example (default: an
         independent mask per channel).
-      gamma: ``"calibrated"`` (default) or ``"paper"``, see above.
-      normalize: ``"batch"`` (default) or ``"example"``: where kept units are counted.
+      calibration: ``"exact"`` (default) or ``"paper"``: how the seed probability
+        ``gamma`` follows from ``rate``, see above.
+      normalize_per_example: count kept units per example (True) or over the whole
+        input (False, default).
 
     Returns:
       An array of ``x``'s shape and dtype.
@@ -188,11 +190,11 @@ def dropblock(
       Ghiasi, Lin, Le. "DropBlock: A regularization method for convolutional networks."
       NeurIPS 2018.
     """
-    fn = "dropblock"
+    fn = "drop_block"
     key, x, rate, early = _rate.check_op_args(fn, key, x, rate)
     shared_channels = check_bool(fn, "shared_channels", shared_channels)
-    gamma = check_choice(fn, "gamma", gamma, GAMMAS)
-    normalize = check_choice(fn, "normalize", normalize, NORMALIZATIONS)
+    calibration = check_choice(fn, "calibration", calibration, CALIBRATIONS)
+    per_example = check_bool(fn, "normalize_per_example", normalize_per_example)
     if not 3 <= x.ndim <= 5:
         raise fail(
             fn,
@@ -206,7 +208,7 @@ def dropblock(
         return early
 
     valid = tuple(s - b + 1 for s, b in zip(sizes, blocks, strict=True))
-    if gamma == "calibrated":
+    if calibration == "exact":
         # A Python rate takes the same float32 solve as a traced one: same masks.
         seed_rate = calibrated_seed_rate(rate, sizes, blocks)
     else:
@@ -232,7 +234,7 @@ def dropblock(
         padding = tuple((b - 1, b - 1) if i == a else (0, 0) for i in range(x.ndim))
         dropped = lax.reduce_window(dropped, np.uint8(0), lax.max, window, (1,) * x.ndim, padding)
     keep = dropped == 0
-    axes = None if normalize == "batch" else tuple(range(1, x.ndim))
+    axes = tuple(range(1, x.ndim)) if per_example else None
     kept = jnp.sum(keep, axis=axes, dtype=jnp.float32, keepdims=True)
     total = np.float32(keep.size if axes is None else keep.size // keep.shape[0])
     scale = jnp.where(kept > 0, total / jnp.maximum(kept, 1.0), 0.0)

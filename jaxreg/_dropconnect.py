@@ -312,7 +312,7 @@ def drop_connect_inference(
     *,
     rate: float | Array,
     activation: Callable[[Array], Array],
-    num_samples: int,
+    num_samples: int = 1000,
     method: str = "moments",
     inverted: bool = True,
     precision: Any = None,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import jax.numpy as jnp
 
 from jaxreg._checks import (
-    check_choice,
+    check_bool,
     check_positive_int,
     check_probability,
     fail,
@@ -22,7 +22,7 @@ def drop_path(
     x: Array,
     *,
     rate: float | Array,
-    mode: Literal["row", "batch"] = "row",
+    per_example: bool = True,
     inverted: bool = True,
 ) -> Array:
     """Stochastic depth: zeroes a residual branch's output for whole examples.
@@ -32,10 +32,10 @@ def drop_path(
 
     Args:
       key: a PRNG key.
-      x: the branch output, batch on axis 0 (for ``mode="row"``).
+      x: the branch output, batch on axis 0 (for ``per_example=True``).
       rate: probability of dropping the branch (see ``dropout``).
-      mode: ``"row"`` draws once per example (axis 0), as timm's ``drop_path``;
-        ``"batch"`` draws once for the whole batch, as in the paper.
+      per_example: True draws once per example (axis 0), as timm's ``drop_path``;
+        False draws once for the whole batch, as in the paper.
       inverted: scale kept branches by 1/(1 - rate) (True, the common practice); False
         keeps them as they are and the paper's inference multiplies the branch by the
         survival probability (``scale_for_inference``).
@@ -48,11 +48,11 @@ def drop_path(
       ECCV 2016.
     """
     fn = "drop_path"
-    check_choice(fn, "mode", mode, ("row", "batch"))
+    per_example = check_bool(fn, "per_example", per_example)
     ndim = jnp.ndim(x)
-    if mode == "row":
+    if per_example:
         if ndim < 1:
-            raise fail(fn, "x must have a batch axis (axis 0) for mode='row', got a scalar.")
+            raise fail(fn, "x must have a batch axis (axis 0) for per_example=True, got a scalar.")
         shared = tuple(range(1, ndim))
     else:
         shared = tuple(range(ndim))
