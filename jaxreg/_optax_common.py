@@ -12,11 +12,9 @@ infinite one then turns the updates it would touch into NaN (``poison``).
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -138,23 +136,6 @@ def poison(tree: PyTree, selected: PyTree, values: Sequence[Any]) -> PyTree:
         selected,
         tree,
     )
-
-
-@contextlib.contextmanager
-def errors_named(fn: str) -> Iterator[None]:
-    """Re-raises a jaxreg error of an inner pure function under the transform's name.
-
-    ``jaxreg.prox_group_lasso: axis ...`` raised inside ``update`` becomes
-    ``jaxreg.optax.proximal_group_lasso: axis ... (raised by jaxreg.prox_group_lasso)``.
-    """
-    try:
-        yield
-    except (TypeError, ValueError) as err:
-        found = re.match(r"jaxreg\.([\w.]+): (.*)", str(err), re.DOTALL)
-        if found is None or found.group(1) == fn:
-            raise
-        inner, message = found.groups()
-        raise type(err)(f"jaxreg.{fn}: {message} (raised by jaxreg.{inner})") from None
 
 
 def check_callable(fn: str, name: str, value: Any) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import optax
 
-from jaxreg._checks import fail
+from jaxreg._checks import errors_named, fail
 from jaxreg._filters import PyTree, Where, check_where_type, resolve_where
 from jaxreg._optax_common import (
     STATIC_ARGS_HINT,
@@ -48,7 +48,6 @@ from jaxreg._optax_common import (
     check_callable,
     check_hyperparameter,
     check_signature,
-    errors_named,
     init_count,
     poison,
     require_params,

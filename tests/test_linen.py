@@ -86,8 +86,8 @@ def test_layers_equal_their_core_op_for_the_same_key():
         (jnn.VariationalDropout(0.4, time_axis=1), jaxreg.variational_dropout, {}, X),
         (jnn.GaussianDropout(0.4), jaxreg.gaussian_dropout, {}, X),
         (jnn.AlphaDropout(0.4), jaxreg.alpha_dropout, {}, X),
-        (jnn.DropPath(0.4, mode="row"), jaxreg.drop_path, {"mode": "row"}, X),
-        (jnn.DropBlock(0.4, block_size=3), jaxreg.dropblock, {"block_size": 3}, x4),
+        (jnn.DropPath(0.4, per_example=True), jaxreg.drop_path, {}, X),
+        (jnn.DropBlock(0.4, block_size=3), jaxreg.drop_block, {"block_size": 3}, x4),
         (jnn.Dropout(0.4, sampler="fast"), jaxreg.dropout, {"sampler": "fast"}, X),
     ]
     for layer, op, kwargs, x in cases:
@@ -215,7 +215,7 @@ def test_drop_connect_dense_training_equals_the_core_op():
 def test_drop_connect_dense_moments_inference_and_dot_general():
     x = X.reshape(-1, 8)
     layer = jnn.DropConnectDense(
-        5, rate=0.4, inference="moments", activation=jax.nn.relu, num_samples=64
+        5, rate=0.4, method="moments", activation=jax.nn.relu, num_samples=64
     )
     params = layer.init(key(), x, deterministic=True, rng=key())
     k, b = params["params"]["kernel"], params["params"]["bias"]
@@ -237,9 +237,9 @@ def test_drop_connect_dense_moments_inference_and_dot_general():
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: dot_general is not"):
         layer.clone(per_example=True).apply(params, x, deterministic=False, rng=key())
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: activation must be"):
-        jnn.DropConnectDense(5, inference="moments").apply(params, x, deterministic=True)
-    with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: inference must be"):
-        jnn.DropConnectDense(5, inference="mean").apply(params, x, deterministic=True)
+        jnn.DropConnectDense(5, 0.5, method="moments").apply(params, x, deterministic=True)
+    with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: method must be"):
+        jnn.DropConnectDense(5, 0.5, method="mean").apply(params, x, deterministic=True)
 
 
 def test_public_classes_are_documented():

@@ -82,8 +82,8 @@ def test_layers_equal_their_core_op_for_the_same_key():
         (jnnx.VariationalDropout(0.4), jaxreg.variational_dropout, {}, X),
         (jnnx.GaussianDropout(0.4), jaxreg.gaussian_dropout, {}, X),
         (jnnx.AlphaDropout(0.4), jaxreg.alpha_dropout, {}, X),
-        (jnnx.DropPath(0.4, mode="batch"), jaxreg.drop_path, {"mode": "batch"}, X),
-        (jnnx.DropBlock(0.4, block_size=3), jaxreg.dropblock, {"block_size": 3}, x4),
+        (jnnx.DropPath(0.4, per_example=False), jaxreg.drop_path, {"per_example": False}, X),
+        (jnnx.DropBlock(0.4, block_size=3), jaxreg.drop_block, {"block_size": 3}, x4),
         (jnnx.Dropout(0.4, sampler="fast"), jaxreg.dropout, {"sampler": "fast"}, X),
     ]
     for layer, op, kwargs, x in cases:
@@ -217,13 +217,13 @@ def test_drop_connect_linear_mirrors_nnx_linear():
         ours.per_example = per_example
         want = jaxreg.drop_connect_dense(key(), x, k, b, rate=0.4, per_example=per_example)
         np.testing.assert_array_equal(ours(x, rngs=key()), want)
-    bf16 = jnnx.DropConnectLinear(8, 5, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(3))
+    bf16 = jnnx.DropConnectLinear(8, 5, 0.4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(3))
     assert bf16(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
     moments = jnnx.DropConnectLinear(
         8,
         5,
         rate=0.4,
-        inference="moments",
+        method="moments",
         activation=jax.nn.relu,
         num_samples=64,
         rngs=nnx.Rngs(3),
@@ -255,7 +255,7 @@ def test_errors_speak_nnx():
     with pytest.raises(TypeError, match=r"jaxreg\.nnx\.Dropout: rngs must be"):
         jnnx.Dropout(0.5, rngs=0)
     with pytest.raises(ValueError, match=r"jaxreg\.nnx\.DropConnectLinear: activation must"):
-        jnnx.DropConnectLinear(8, 5, inference="moments", rngs=nnx.Rngs(0))
+        jnnx.DropConnectLinear(8, 5, 0.5, method="moments", rngs=nnx.Rngs(0))
 
 
 def test_public_classes_are_documented():
