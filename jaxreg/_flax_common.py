@@ -35,6 +35,7 @@ from jaxreg._checks import (
 from jaxreg._rate import needs_key
 
 REQUIRED = inspect.Parameter.empty
+Field = tuple[str, Any, Any, str]  # name, annotation, default (or REQUIRED), doc line
 OMITTED = object()  # a ``differences`` default: the layer does not take the argument
 
 
@@ -145,6 +146,57 @@ SPECS = {
         ),
     )
 }
+
+
+# nn.Dense's and nnx.Linear's arguments that the DropConnect layers take, in flax's
+# order and with flax's defaults (read from flax by each host). A flax argument not
+# listed here is not taken; the parity test names any that flax adds.
+DENSE_ARGS = {
+    "features": "number of output features",
+    "in_features": "number of input features",
+    "out_features": "number of output features",
+    "use_bias": "whether to add a bias (never dropped); a bool",
+    "dtype": "computation dtype (default: inferred from inputs and params)",
+    "param_dtype": "dtype of the parameters",
+    "precision": "matmul precision (``jax.lax.Precision``)",
+    "kernel_init": "kernel initializer",
+    "bias_init": "bias initializer",
+    "promote_dtype": "flax's dtype promotion of inputs, kernel and bias",
+    "dot_general": "``jax.lax.dot_general`` or a replacement (None: ``jnp.matmul``); "
+    "with shared masks only (``per_example=False``)",
+    "dot_general_cls": "builds ``dot_general`` at each call (shared masks only)",
+    "preferred_element_type": "passed to ``dot_general`` (shared masks only)",
+    "rngs": "``nnx.Rngs`` with a ``params`` (or ``default``) stream for the "
+    "initialisers and a ``dropout`` (or ``default``) stream the layer forks for the masks",
+    "kernel_metadata": "metadata of the kernel ``nnx.Param``",
+    "bias_metadata": "metadata of the bias ``nnx.Param``",
+}
+POSITIONAL = ("features", "in_features", "out_features")
+
+
+def dense_fields(params: Sequence[tuple[str, Any, Any]]) -> tuple[list[Field], list[Field]]:
+    """``(before, host)`` field lists from flax's ``(name, annotation, default)``."""
+    fields = [(n, a, d, DENSE_ARGS[n]) for n, a, d in params if n in DENSE_ARGS]
+    return [f for f in fields if f[0] in POSITIONAL], [f for f in fields if f[0] not in POSITIONAL]
+
+
+def layer_fields(spec: Spec, host: Sequence[Field], conventions: Sequence[Field]) -> list:
+    """A layer's fields after any leading host ones (``features``), in order.
+
+    The op's required arguments (the leading hyperparameter first), ``host`` (flax's
+    dense arguments, overriding op arguments and ``conventions`` of the same name),
+    the op's other arguments, then the host's ``conventions`` (``deterministic``...).
+    """
+    named = {f[0] for f in host}
+    ops = [(p.name, p.annotation, p.default, "") for p in spec.parameters]
+    required = [f for f in ops if f[2] is REQUIRED]
+    rest = [f for f in ops if f[2] is not REQUIRED and f[0] not in named]
+    return [*required, *host, *rest, *(f for f in conventions if f[0] not in named)]
+
+
+def dropout_like() -> list[Spec]:
+    """The specs of the layers that take ``inputs`` only, in ``__all__`` order."""
+    return [s for n, s in sorted(SPECS.items()) if n != "DropConnectDense"]
 
 
 def _sections(op: Callable[..., Any]) -> tuple[dict[str, str], list[str]]:

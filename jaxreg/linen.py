@@ -18,12 +18,12 @@ flax; ``import jaxreg`` does not.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
-from flax.linen.dtypes import promote_dtype
 
 from jaxreg import _flax_common as common
 from jaxreg._checks import errors_named
@@ -41,9 +41,8 @@ __all__ = [
     "VariationalDropout",
 ]
 
-Field = tuple[str, Any, Any, str]  # name, annotation, default (or REQUIRED), doc line
 
-_HOST: Sequence[Field] = (
+_HOST: Sequence[common.Field] = (
     ("deterministic", "bool | None", None, "if True, the layer returns ``inputs`` as they "
      "are (DropConnect: its inference output); or pass it to the call"),
     ("rng_collection", "str", "dropout", "the rng stream the key comes from"),
@@ -129,22 +128,13 @@ class _Dense(_Layer):
             return common.dense(key, inputs, kernel, bias, deterministic=deterministic, **options)
 
 
-def _derive(
-    spec: common.Spec,
-    base: type[_Layer] = _Layer,
-    before: Sequence[Field] = (),
-    host: Sequence[Field] = (),
-) -> type[_Layer]:
+def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
     """A linen layer class from ``spec``, its fields taken from the op's signature.
 
     Fields: ``before``, the op's required arguments, ``host`` (overriding op arguments
     of the same name), the op's other arguments, ``deterministic``, ``rng_collection``.
     """
-    op_fields = [(p.name, p.annotation, p.default, "") for p in spec.parameters]
-    required = [f for f in op_fields if f[2] is common.REQUIRED]
-    named = {f[0] for f in host}
-    rest = [f for f in op_fields if f[2] is not common.REQUIRED and f[0] not in named]
-    fields = [*before, *required, *host, *rest, *_HOST]
+    fields = [*before, *common.layer_fields(spec, host, _HOST)]
     intro = f"Calls ``jaxreg.{spec.op.__name__}``; the same output for the same key."
     doc = common.layer_doc(spec, intro, "Attributes:", [(n, d) for n, _, _, d in fields])
     namespace: dict[str, Any] = {
@@ -158,30 +148,11 @@ def _derive(
     return type(base)(spec.name, (base,), namespace)
 
 
-_DENSE: Sequence[Field] = (
-    ("use_bias", "bool", True, "whether to add a bias (never dropped)"),
-    ("dtype", "Any", None, "computation dtype (default: inferred from inputs and params)"),
-    ("param_dtype", "Any", jnp.float32, "dtype of the parameters"),
-    ("precision", "Any", None, "matmul precision (``jax.lax.Precision``)"),
-    ("kernel_init", "Callable", nn.initializers.lecun_normal(), "kernel initializer"),
-    ("bias_init", "Callable", nn.initializers.zeros_init(), "bias initializer"),
-    ("promote_dtype", "Callable", promote_dtype, "nn.Dense's dtype promotion"),
-    ("dot_general", "Callable | None", None, "``jax.lax.dot_general`` or a replacement "
-     "(None: ``jnp.matmul``); shared masks only (``per_example=False``)"),
-    ("dot_general_cls", "Any", None, "builds ``dot_general`` per call (as nn.Dense)"),
+(AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout, GaussianNoise,
+ SpatialDropout, VariationalDropout) = map(_derive, common.dropout_like())  # fmt: skip
+_MISSING = dataclasses.MISSING
+_before, _dense = common.dense_fields(
+    [(f.name, f.type, common.REQUIRED if f.default is _MISSING else f.default)
+     for f in dataclasses.fields(nn.Dense)]
 )  # fmt: skip
-
-Dropout = _derive(common.SPECS["Dropout"])
-SpatialDropout = _derive(common.SPECS["SpatialDropout"])
-VariationalDropout = _derive(common.SPECS["VariationalDropout"])
-GaussianDropout = _derive(common.SPECS["GaussianDropout"])
-AlphaDropout = _derive(common.SPECS["AlphaDropout"])
-DropPath = _derive(common.SPECS["DropPath"])
-DropBlock = _derive(common.SPECS["DropBlock"])
-GaussianNoise = _derive(common.SPECS["GaussianNoise"])
-DropConnectDense = _derive(
-    common.SPECS["DropConnectDense"],
-    _Dense,
-    before=[("features", "int", common.REQUIRED, "number of output features")],
-    host=_DENSE,
-)
+DropConnectDense = _derive(common.SPECS["DropConnectDense"], _Dense, _before, _dense)

@@ -23,15 +23,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-import types
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn import dtypes
-from flax.nnx.nn.linear import default_bias_init, default_kernel_init
-from jax import lax
 
 from jaxreg import _flax_common as common
 from jaxreg._checks import errors_named, fail
@@ -49,10 +44,9 @@ __all__ = [
     "VariationalDropout",
 ]
 
-Field = tuple[str, Any, Any, str]  # name, annotation, default (or REQUIRED), doc line
 RngsLike = nnx.Rngs | nnx.RngStream | Array | None
 
-_HOST: Sequence[Field] = (
+_HOST: Sequence[common.Field] = (
     ("deterministic", "bool | None", False, "if True, the layer is in inference mode "
      "(``inputs`` returned as they are); ``model.eval()`` sets it, ``model.train()`` "
      "clears it"),
@@ -192,12 +186,7 @@ class _Linear(_Layer):
             return common.dense(key, inputs, kernel, bias, deterministic=deterministic, **options)
 
 
-def _derive(
-    spec: common.Spec,
-    base: type[_Layer] = _Layer,
-    before: Sequence[Field] = (),
-    host: Sequence[Field] = (),
-) -> type[_Layer]:
+def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
     """An NNX layer class from ``spec``, its arguments taken from the op's signature.
 
     Positional: ``before`` and the op's leading argument; keyword-only: the op's other
@@ -205,12 +194,8 @@ def _derive(
     op's other arguments, then ``deterministic``, ``rng_collection`` and ``rngs``.
     """
     name = spec.nnx_name or spec.name
-    op_fields = [(p.name, p.annotation, p.default, "") for p in spec.parameters]
-    named = {f[0] for f in host}
-    required = [f for f in op_fields[1:] if f[2] is common.REQUIRED]
-    rest = [f for f in op_fields[1:] if f[2] is not common.REQUIRED and f[0] not in named]
-    keywords = [*required, *host, *rest, *(f for f in _HOST if f[0] not in named)]
-    positional = [*before, op_fields[0]]
+    first, *keywords = common.layer_fields(spec, host, _HOST)
+    positional = [*before, first]
     signature = inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a)
          for n, a, _, _ in positional]
@@ -232,37 +217,10 @@ def _derive(
     return type(base)(name, (base,), namespace)
 
 
-_EMPTY = types.MappingProxyType({})
-_LINEAR: Sequence[Field] = (
-    ("use_bias", "bool", True, "whether to add a bias (never dropped)"),
-    ("dtype", "Any", None, "computation dtype (default: inferred from inputs and params)"),
-    ("param_dtype", "Any", jnp.float32, "dtype of the parameters"),
-    ("precision", "Any", None, "matmul precision (``jax.lax.Precision``)"),
-    ("kernel_init", "Callable", default_kernel_init, "kernel initializer"),
-    ("bias_init", "Callable", default_bias_init, "bias initializer"),
-    ("dot_general", "Callable", lax.dot_general, "``jax.lax.dot_general`` or a "
-     "replacement (shared masks only, ``per_example=False``)"),
-    ("promote_dtype", "Callable", dtypes.promote_dtype, "nnx.Linear's dtype promotion"),
-    ("preferred_element_type", "Any", None, "passed to ``dot_general`` (shared masks only)"),
-    ("rngs", "nnx.Rngs", common.REQUIRED, "``nnx.Rngs`` with a ``params`` (or "
-     "``default``) stream for the initialisers and a ``dropout`` (or ``default``) "
-     "stream the layer forks for the masks"),
-    ("kernel_metadata", "Mapping", _EMPTY, "metadata of the kernel ``nnx.Param``"),
-    ("bias_metadata", "Mapping", _EMPTY, "metadata of the bias ``nnx.Param``"),
+(AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout, GaussianNoise,
+ SpatialDropout, VariationalDropout) = map(_derive, common.dropout_like())  # fmt: skip
+_before, _linear = common.dense_fields(
+    [(p.name, p.annotation, p.default)
+     for p in inspect.signature(nnx.Linear.__init__).parameters.values()]
 )  # fmt: skip
-
-Dropout = _derive(common.SPECS["Dropout"])
-SpatialDropout = _derive(common.SPECS["SpatialDropout"])
-VariationalDropout = _derive(common.SPECS["VariationalDropout"])
-GaussianDropout = _derive(common.SPECS["GaussianDropout"])
-AlphaDropout = _derive(common.SPECS["AlphaDropout"])
-DropPath = _derive(common.SPECS["DropPath"])
-DropBlock = _derive(common.SPECS["DropBlock"])
-GaussianNoise = _derive(common.SPECS["GaussianNoise"])
-DropConnectLinear = _derive(
-    common.SPECS["DropConnectDense"],
-    _Linear,
-    before=[("in_features", "int", common.REQUIRED, "number of input features"),
-            ("out_features", "int", common.REQUIRED, "number of output features")],
-    host=_LINEAR,
-)  # fmt: skip
+DropConnectLinear = _derive(common.SPECS["DropConnectDense"], _Linear, _before, _linear)
