@@ -26,9 +26,9 @@ from jax import lax
 
 from jaxreg import _dropblock, _dropconnect, _dropout, _droppath, _noise
 from jaxreg._checks import (
-    check_bool,
     check_choice,
     check_scalar_nonnegative,
+    describe,
     errors_named,
     fail,
 )
@@ -281,7 +281,13 @@ def missing_rng(layer: str, collection: str, how: str) -> Exception:
 
 def check_dense(layer: str, use_bias: Any, method: Any, activation: Any) -> bool:
     """Validates a DropConnect layer's ``use_bias`` and ``method``; True for moments."""
-    check_bool(layer, "use_bias", use_bias)
+    if not isinstance(use_bias, (bool, np.bool_)):
+        raise fail(
+            layer,
+            f"use_bias must be a bool, got {describe(use_bias)}. Only the sizes and the "
+            "rate are positional: pass the others by keyword (use_bias=..., dtype=...).",
+            exc=TypeError,
+        )
     check_choice(layer, "method", method, ("scale", "moments"))
     if method == "moments" and activation is None:
         raise fail(

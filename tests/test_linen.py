@@ -160,6 +160,22 @@ def test_missing_rng_bad_rate_and_core_errors_speak_linen():
         jnn.DropBlock(0.5, block_size=3).apply({}, X[0, 0], deterministic=False, rng=key())
 
 
+def test_gaussian_noise_layer():
+    layer = jnn.GaussianNoise(0.5)
+    got = layer.apply({}, X, deterministic=False, rngs={"dropout": key()})
+    np.testing.assert_array_equal(got, jaxreg.gaussian_noise(_flax_key(key()), X, stddev=0.5))
+    assert layer.apply({}, X, deterministic=True) is X
+    assert jnn.GaussianNoise(0.0).apply({}, X, deterministic=False) is X  # no rng asked for
+    with pytest.raises(ValueError, match=r"jaxreg\.linen\.GaussianNoise: stddev must be >= 0"):
+        jnn.GaussianNoise(-1.0).apply({}, X, deterministic=False, rng=key())
+    stddevs = jnp.array([0.0, 2.0])  # traced: one program for both
+    ys = jax.vmap(lambda s: jnn.GaussianNoise(s).apply({}, X, deterministic=False, rng=key()))(
+        stddevs
+    )
+    np.testing.assert_array_equal(ys[0], X)
+    np.testing.assert_allclose(ys[1], jaxreg.gaussian_noise(key(), X, stddev=2.0), rtol=1e-6)
+
+
 # DropConnectDense
 
 
@@ -240,6 +256,14 @@ def test_drop_connect_dense_moments_inference_and_dot_general():
         jnn.DropConnectDense(5, 0.5, method="moments").apply(params, x, deterministic=True)
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: method must be"):
         jnn.DropConnectDense(5, 0.5, method="mean").apply(params, x, deterministic=True)
+
+
+def test_drop_connect_dense_rate_is_the_second_field_and_use_bias_a_bool():
+    assert jnn.DropConnectDense(10, 0.5).rate == 0.5
+    with pytest.raises(TypeError, match=r"DropConnectDense.__init__\(\) missing 1 required"):
+        jnn.DropConnectDense(10)  # no default rate
+    with pytest.raises(TypeError, match=r"linen\.DropConnectDense: use_bias must be a bool"):
+        jnn.DropConnectDense(10, 0.5, 0.3)
 
 
 def test_public_classes_are_documented():

@@ -235,6 +235,39 @@ def test_drop_connect_linear_mirrors_nnx_linear():
     np.testing.assert_array_equal(moments(x, deterministic=True, rngs=key()), want)
 
 
+def test_a_variable_holding_a_python_float_is_read_at_call_time():
+    """Regression: nnx.Variable(0.3) failed with flax's 'float' is not subscriptable."""
+    ours = jnnx.Dropout(nnx.Variable(0.3), rngs=nnx.Rngs(dropout=5))
+    theirs = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5))
+    for _ in range(2):
+        np.testing.assert_array_equal(ours(X), theirs(X))
+    step = nnx.jit(lambda layer, x: layer(x))  # traced there: same masks
+    np.testing.assert_array_equal(step(ours, X), step(theirs, X))
+    ours.rate.set_value(0.0)  # a Python 0 outside jit draws nothing
+    count = int(ours.rngs.count[...])
+    assert ours(X) is X and int(ours.rngs.count[...]) == count
+    noise = jnnx.GaussianNoise(nnx.Variable(0.5))
+    np.testing.assert_array_equal(noise(X, rngs=key()), jaxreg.gaussian_noise(key(), X, stddev=0.5))
+    with pytest.raises(ValueError, match=r"jaxreg\.nnx\.Dropout: rate must be in \[0, 1\]"):
+        jnnx.Dropout(nnx.Variable(1.5))
+
+
+def test_gaussian_noise_layer_and_constructor_errors():
+    layer = jnnx.GaussianNoise(0.5, rngs=nnx.Rngs(dropout=5))
+    want = jaxreg.gaussian_noise(nnx.Rngs(dropout=5).dropout.fork()(), X, stddev=0.5)
+    np.testing.assert_array_equal(layer(X), want)  # the forked stream, as nnx.Dropout
+    assert layer(X, deterministic=True) is X
+    assert jnnx.GaussianNoise(0.0)(X) is X  # draws nothing: no rngs needed
+    with pytest.raises(ValueError, match=r"jaxreg\.nnx\.GaussianNoise: stddev must be >= 0"):
+        jnnx.GaussianNoise(-1.0)
+    with pytest.raises(TypeError, match=r"jaxreg\.nnx\.Dropout: got an unexpected keyword"):
+        jnnx.Dropout(0.5, mode="row")
+    with pytest.raises(TypeError, match=r"jaxreg\.nnx\.DropConnectLinear: missing a required"):
+        jnnx.DropConnectLinear(8, 5, rngs=nnx.Rngs(0))  # no default rate
+    with pytest.raises(TypeError, match=r"jaxreg\.nnx\.DropConnectLinear: use_bias must be"):
+        jnnx.DropConnectLinear(8, 5, 0.5, use_bias=1, rngs=nnx.Rngs(0))
+
+
 def test_errors_speak_nnx():
     with pytest.raises(ValueError, match=r"jaxreg\.nnx\.Dropout: .*rngs=nnx\.Rngs\(dropout=seed\)"):
         jnnx.Dropout(0.5)(X)
