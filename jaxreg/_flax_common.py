@@ -27,21 +27,27 @@ from jax import lax
 from jaxreg import _dropblock, _dropconnect, _dropout, _droppath, _noise
 from jaxreg._checks import (
     check_choice,
+    check_probability,
     check_scalar_nonnegative,
     describe,
     errors_named,
     fail,
 )
-from jaxreg._rate import needs_key
+from jaxreg._rate import decided
 
 REQUIRED = inspect.Parameter.empty
 Field = tuple[str, Any, Any, str]  # name, annotation, default (or REQUIRED), doc line
 OMITTED = object()  # a ``differences`` default: the layer does not take the argument
 
 
-def _stddev_draws(stddev: Any) -> bool:
+def _rate_draws(fn: str, rate: Any) -> bool:
+    """``jaxreg.needs_key``, validating ``rate`` under the op's name ``fn``."""
+    return not decided(check_probability(fn, "rate", rate))
+
+
+def _stddev_draws(fn: str, stddev: Any) -> bool:
     """``needs_key`` for ``gaussian_noise``: only a Python stddev of 0 draws nothing."""
-    stddev = check_scalar_nonnegative("gaussian_noise", "stddev", stddev, finite=True)
+    stddev = check_scalar_nonnegative(fn, "stddev", stddev, finite=True)
     return not (isinstance(stddev, float) and stddev == 0.0)
 
 
@@ -54,17 +60,20 @@ class Spec:
       ops: the public core ops the layer calls; the layer takes the union of their
         keyword-only arguments (the first op's first one, e.g. ``rate``, leads).
       summary: the first line of the layer's docstring.
-      draws: whether a value of the leading argument draws random numbers.
+      draws: ``draws(op_name, value)``: whether a value of the leading argument draws
+        random numbers (validating it).
       differences: argument -> (the layer's default, or ``OMITTED``; the reason).
       nnx_name: the NNX class name where flax's differs (``Dense`` / ``Linear``).
+      note: a paragraph of the docstring after the summary, if any.
     """
 
     name: str
     ops: tuple[Callable[..., Any], ...]
     summary: str
-    draws: Callable[[Any], bool] = needs_key
+    draws: Callable[[str, Any], bool] = _rate_draws
     differences: Mapping[str, tuple[Any, str]] = dataclasses.field(default_factory=dict)
     nnx_name: str | None = None
+    note: str = ""
 
     @property
     def op(self) -> Callable[..., Any]:
@@ -94,13 +103,13 @@ class Spec:
 _DROP_CONNECT = {
     "activation": (
         None,
-        "optional here: applied to the output in every mode; required only for "
-        "method='moments', which averages it over samples",
+        "optional: the layer applies it to its output in every mode; required only "
+        "for method='moments'",
     ),
     "method": (
         "scale",
-        "the layer's default is the plain dense layer at inference (exact for the "
-        "inverted masks it trains with); the op exists for the paper's 'moments'",
+        "the plain dense layer at inference, exact for the inverted masks it trains "
+        "with; 'moments' evaluates activation num_samples times per unit",
     ),
     "inverted": (OMITTED, "the layer trains inverted masks (drop_connect_dense) only"),
 }
@@ -128,7 +137,8 @@ SPECS = {
         Spec(
             "DropPath",
             (_droppath.drop_path,),
-            "Stochastic depth: use it on a residual branch, ``x + DropPath(r)(f(x))``.",
+            "Stochastic depth: drops a residual branch per example or per batch.",
+            note="Use it on the branch: ``x + drop_path_layer(branch(x))``.",
         ),
         Spec("DropBlock", (_dropblock.drop_block,), "Drops contiguous blocks of feature maps."),
         Spec(
@@ -140,9 +150,16 @@ SPECS = {
         Spec(
             "DropConnectDense",
             (_dropconnect.drop_connect_dense, _dropconnect.drop_connect_inference),
-            "A dense layer with DropConnect on its kernel, parameters as flax's.",
+            "A dense layer with DropConnect on its kernel.",
             differences=_DROP_CONNECT,
             nnx_name="DropConnectLinear",
+            note="Same arguments, parameters (``kernel``, ``bias``), shapes and "
+            "initialisers as flax's dense layer (``nn.Dense``, ``nnx.Linear``), so its "
+            "checkpoints load (linen names modules after their class: pass "
+            '``name="Dense_0"`` to reuse an auto-named one). Deterministic, it is that '
+            'dense layer (``method="scale"``) or the paper\'s Gaussian moment matching '
+            '(``method="moments"``), which averages ``activation`` over samples and so '
+            "needs ``activation`` and a key.",
         ),
     )
 }
@@ -223,13 +240,14 @@ def _entry(name: str, text: str) -> str:
 
 
 def layer_doc(
-    spec: Spec, intro: str, header: str, fields: Sequence[tuple[str, str]], rate_note: str = ""
+    spec: Spec, header: str, fields: Sequence[tuple[str, str]], rate_note: str = ""
 ) -> str:
     """A layer's docstring, with its ``Args`` (or ``Attributes``) from the op's.
 
-    The spec's summary, ``intro``, the ``fields`` under ``header`` (``(name, text)``;
-    an empty text takes the op's own ``Args`` line and the reason of a difference),
-    then the op's references. ``rate_note`` is appended to the leading argument.
+    The spec's summary and note, the ops it calls, the ``fields`` under ``header``
+    (``(name, text)``; an empty text takes the op's own ``Args`` line and the reason
+    of a difference), then the op's references. ``rate_note`` is appended to the
+    leading argument's line.
     """
     texts: dict[str, str] = {}
     refs: list[str] = []
@@ -238,12 +256,14 @@ def layer_doc(
         texts.update(args)
         refs = op_refs or refs
     defaults = {p.name: p.default for p in spec.parameters}
-    lines = [spec.summary, "", intro, "", header]
+    ops = " or ".join(f"``jaxreg.{op.__name__}``" for op in spec.ops)
+    intro = f"Calls {ops}: the same output for the same key and arguments."
+    lines = [spec.summary, "", *textwrap.wrap(f"{spec.note} {intro}".strip(), 88), "", header]
     for name, text in fields:
         if not text:
             text = texts[name]
             if name in spec.differences:
-                text += f" Layer default {defaults[name]!r}: {spec.differences[name][1]}."
+                text += f" The layer's default is {defaults[name]!r} ({spec.differences[name][1]})."
         if name == spec.first:
             text += rate_note
         lines.append(_entry(name, text))
@@ -257,7 +277,7 @@ def draws(layer: str, spec: Spec, value: Any, deterministic: Any) -> bool:
     (a bool: a traced flag cannot choose between returning the input and drawing).
     """
     with errors_named(layer):
-        need = spec.draws(value)
+        need = spec.draws(spec.op.__name__, value)
     if not isinstance(deterministic, (bool, np.bool_)):
         raise fail(
             layer,

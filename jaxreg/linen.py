@@ -135,8 +135,7 @@ def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[
     of the same name), the op's other arguments, ``deterministic``, ``rng_collection``.
     """
     fields = [*before, *common.layer_fields(spec, host, _HOST)]
-    intro = f"Calls ``jaxreg.{spec.op.__name__}``; the same output for the same key."
-    doc = common.layer_doc(spec, intro, "Attributes:", [(n, d) for n, _, _, d in fields])
+    doc = common.layer_doc(spec, "Attributes:", [(n, d) for n, _, _, d in fields])
     namespace: dict[str, Any] = {
         "__annotations__": {n: a for n, a, _, _ in fields},
         "__doc__": doc,

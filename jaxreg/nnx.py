@@ -208,10 +208,9 @@ def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[
 
     self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     init.__signature__ = signature.replace(parameters=[self_, *signature.parameters.values()])
-    intro = f"Calls ``jaxreg.{spec.op.__name__}``; the same output for the same key."
     fields = [(n, d) for n, _, _, d in [*positional, *keywords]]
     note = " Also an ``nnx.Variable`` holding one (model state, read at every call)."
-    doc = common.layer_doc(spec, intro, "Args:", fields, note)
+    doc = common.layer_doc(spec, "Args:", fields, note)
     namespace = {"__init__": init, "__doc__": doc, "__module__": __name__}
     namespace.update({"__qualname__": name, "__signature__": signature, "spec": spec})
     return type(base)(name, (base,), namespace)
