@@ -250,6 +250,9 @@ def test_drop_connect_dense_moments_inference_and_dot_general():
     layer.apply(params, x, deterministic=False, rng=key())
     layer.apply(params, x, deterministic=True)
     assert calls == ["highest", "highest"]
+    layer = jnn.DropConnectDense(5, 0.4, dot_general_cls=lambda: dot_general)  # as nn.Dense
+    layer.apply(params, x, deterministic=True)
+    assert calls == ["highest", "highest", None]
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: dot_general is not"):
         layer.clone(per_example=True).apply(params, x, deterministic=False, rng=key())
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: activation must be"):

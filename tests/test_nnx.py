@@ -219,6 +219,13 @@ def test_drop_connect_linear_mirrors_nnx_linear():
         np.testing.assert_array_equal(ours(x, rngs=key()), want)
     bf16 = jnnx.DropConnectLinear(8, 5, 0.4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(3))
     assert bf16(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+    kw = {"param_dtype": jnp.bfloat16, "preferred_element_type": jnp.float32}
+    kw["kernel_metadata"] = {"note": "k"}
+    wide = jnnx.DropConnectLinear(8, 5, 0.4, **kw, rngs=nnx.Rngs(3))
+    want = nnx.Linear(8, 5, **kw, rngs=nnx.Rngs(3))(x.astype(jnp.bfloat16))
+    got = wide(x.astype(jnp.bfloat16), deterministic=True)
+    assert got.dtype == want.dtype == jnp.float32 and wide.kernel.get_metadata()["note"] == "k"
+    np.testing.assert_array_equal(got, want)
     moments = jnnx.DropConnectLinear(
         8,
         5,
