@@ -29,17 +29,8 @@ from jaxreg import _flax_common as common
 from jaxreg._checks import errors_named
 from jaxreg._types import Array
 
-__all__ = [
-    "AlphaDropout",
-    "DropBlock",
-    "DropConnectDense",
-    "DropPath",
-    "Dropout",
-    "GaussianDropout",
-    "GaussianNoise",
-    "SpatialDropout",
-    "VariationalDropout",
-]
+__all__ = ["AlphaDropout", "DropBlock", "DropConnectDense", "DropPath", "Dropout",
+           "GaussianDropout", "GaussianNoise", "SpatialDropout", "VariationalDropout"]  # fmt: skip
 
 
 _HOST: Sequence[common.Field] = (

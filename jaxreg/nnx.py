@@ -32,17 +32,8 @@ from jaxreg import _flax_common as common
 from jaxreg._checks import errors_named, fail
 from jaxreg._types import Array
 
-__all__ = [
-    "AlphaDropout",
-    "DropBlock",
-    "DropConnectLinear",
-    "DropPath",
-    "Dropout",
-    "GaussianDropout",
-    "GaussianNoise",
-    "SpatialDropout",
-    "VariationalDropout",
-]
+__all__ = ["AlphaDropout", "DropBlock", "DropConnectLinear", "DropPath", "Dropout",
+           "GaussianDropout", "GaussianNoise", "SpatialDropout", "VariationalDropout"]  # fmt: skip
 
 RngsLike = nnx.Rngs | nnx.RngStream | Array | None
 
