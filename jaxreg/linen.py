@@ -6,7 +6,7 @@ layers (the rng stream is consumed call for call as flax does: nothing is drawn 
 deterministic or at a Python rate of 0 or 1). Unlike flax's, ``rate`` may be a JAX
 array, so a model's ``apply`` vmapped over rates is one compiled program.
 
-Every layer is derived from its core op (``_flax_common.SPECS``): its fields are the
+Every layer is derived from its core op (``_flax_specs.SPECS``): its fields are the
 op's keyword-only arguments, same names and defaults, then ``deterministic`` and
 ``rng_collection``; ``DropConnectDense`` leads with ``nn.Dense``'s fields. Every layer
 is called as ``layer(inputs, deterministic=None, rng=None)``: ``deterministic``
@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxreg import _flax_common as common
+from jaxreg import _flax_specs as specs
 from jaxreg._checks import errors_named
 from jaxreg._types import Array
 
@@ -33,7 +34,7 @@ __all__ = ["AlphaDropout", "DropBlock", "DropConnectDense", "DropPath", "Dropout
            "GaussianDropout", "GaussianNoise", "SpatialDropout", "VariationalDropout"]  # fmt: skip
 
 
-_HOST: Sequence[common.Field] = (
+_HOST: Sequence[specs.Field] = (
     ("deterministic", "bool | None", None, "if True, the layer returns ``inputs`` as they "
      "are (DropConnect: its inference output); or pass it to the call"),
     ("rng_collection", "str", "dropout", "the rng stream the key comes from"),
@@ -43,7 +44,7 @@ _HOST: Sequence[common.Field] = (
 class _Layer(nn.Module):
     """The linen plumbing of every derived layer: ``deterministic``, key, one op call."""
 
-    spec: ClassVar[common.Spec]
+    spec: ClassVar[specs.Spec]
 
     def _name(self) -> str:
         return f"linen.{type(self).__name__}"
@@ -119,14 +120,14 @@ class _Dense(_Layer):
             return common.dense(key, inputs, kernel, bias, deterministic=deterministic, **options)
 
 
-def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
+def _derive(spec: specs.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
     """A linen layer class from ``spec``, its fields taken from the op's signature.
 
     Fields: ``before``, the op's required arguments, ``host`` (overriding op arguments
     of the same name), the op's other arguments, ``deterministic``, ``rng_collection``.
     """
-    fields = [*before, *common.layer_fields(spec, host, _HOST)]
-    doc = common.layer_doc(spec, "Attributes:", [(n, d) for n, _, _, d in fields])
+    fields = [*before, *specs.layer_fields(spec, host, _HOST)]
+    doc = specs.layer_doc(spec, "Attributes:", [(n, d) for n, _, _, d in fields])
     namespace: dict[str, Any] = {
         "__annotations__": {n: a for n, a, _, _ in fields},
         "__doc__": doc,
@@ -134,15 +135,15 @@ def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[
         "__qualname__": spec.name,
         "spec": spec,
     }
-    namespace.update({n: d for n, _, d, _ in fields if d is not common.REQUIRED})
+    namespace.update({n: d for n, _, d, _ in fields if d is not specs.REQUIRED})
     return type(base)(spec.name, (base,), namespace)
 
 
 (AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout, GaussianNoise,
- SpatialDropout, VariationalDropout) = map(_derive, common.dropout_like())  # fmt: skip
+ SpatialDropout, VariationalDropout) = map(_derive, specs.dropout_like())  # fmt: skip
 _MISSING = dataclasses.MISSING
-_before, _dense = common.dense_fields(
-    [(f.name, f.type, common.REQUIRED if f.default is _MISSING else f.default)
+_before, _dense = specs.dense_fields(
+    [(f.name, f.type, specs.REQUIRED if f.default is _MISSING else f.default)
      for f in dataclasses.fields(nn.Dense)]
 )  # fmt: skip
-DropConnectDense = _derive(common.SPECS["DropConnectDense"], _Dense, _before, _dense)
+DropConnectDense = _derive(specs.SPECS["DropConnectDense"], _Dense, _before, _dense)

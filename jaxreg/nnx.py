@@ -10,7 +10,7 @@ JAX array or an ``nnx.Variable`` holding a number or an array: it is then model 
 read at every call, traced under ``nnx.jit`` and ``nnx.vmap`` (an ensemble whose
 members have different rates).
 
-Every layer is derived from its core op (``_flax_common.SPECS``): the leading
+Every layer is derived from its core op (``_flax_specs.SPECS``): the leading
 hyperparameter is positional, then the op's other keyword-only arguments (same names
 and defaults), then ``deterministic``, ``rng_collection`` and ``rngs``;
 ``DropConnectLinear`` leads with ``nnx.Linear``'s arguments. Every layer is called as
@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from flax import nnx
 
 from jaxreg import _flax_common as common
+from jaxreg import _flax_specs as specs
 from jaxreg._checks import errors_named, fail
 from jaxreg._types import Array
 
@@ -37,7 +38,7 @@ __all__ = ["AlphaDropout", "DropBlock", "DropConnectLinear", "DropPath", "Dropou
 
 RngsLike = nnx.Rngs | nnx.RngStream | Array | None
 
-_HOST: Sequence[common.Field] = (
+_HOST: Sequence[specs.Field] = (
     ("deterministic", "bool | None", False, "if True, the layer is in inference mode "
      "(``inputs`` returned as they are); ``model.eval()`` sets it, ``model.train()`` "
      "clears it"),
@@ -51,7 +52,7 @@ _NOT_STORED = ("rngs", "kernel_metadata", "bias_metadata")
 class _Layer(nnx.Module):
     """The NNX plumbing of every derived layer: arguments, rng stream, key, one op call."""
 
-    spec: ClassVar[common.Spec]
+    spec: ClassVar[specs.Spec]
 
     def _init(self, arguments: dict[str, Any]) -> None:
         rngs = arguments["rngs"]
@@ -177,7 +178,7 @@ class _Linear(_Layer):
             return common.dense(key, inputs, kernel, bias, deterministic=deterministic, **options)
 
 
-def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
+def _derive(spec: specs.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
     """An NNX layer class from ``spec``, its arguments taken from the op's signature.
 
     Positional: ``before`` and the op's leading argument; keyword-only: the op's other
@@ -185,7 +186,7 @@ def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[
     op's other arguments, then ``deterministic``, ``rng_collection`` and ``rngs``.
     """
     name = spec.nnx_name or spec.name
-    first, *keywords = common.layer_fields(spec, host, _HOST)
+    first, *keywords = specs.layer_fields(spec, host, _HOST)
     positional = [*before, first]
     signature = inspect.Signature(
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a)
@@ -201,16 +202,16 @@ def _derive(spec: common.Spec, base: type = _Layer, before=(), host=()) -> type[
     init.__signature__ = signature.replace(parameters=[self_, *signature.parameters.values()])
     fields = [(n, d) for n, _, _, d in [*positional, *keywords]]
     note = " Also an ``nnx.Variable`` holding one (model state, read at every call)."
-    doc = common.layer_doc(spec, "Args:", fields, note)
+    doc = specs.layer_doc(spec, "Args:", fields, note)
     namespace = {"__init__": init, "__doc__": doc, "__module__": __name__}
     namespace.update({"__qualname__": name, "__signature__": signature, "spec": spec})
     return type(base)(name, (base,), namespace)
 
 
 (AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout, GaussianNoise,
- SpatialDropout, VariationalDropout) = map(_derive, common.dropout_like())  # fmt: skip
-_before, _linear = common.dense_fields(
+ SpatialDropout, VariationalDropout) = map(_derive, specs.dropout_like())  # fmt: skip
+_before, _linear = specs.dense_fields(
     [(p.name, p.annotation, p.default)
      for p in inspect.signature(nnx.Linear.__init__).parameters.values()]
 )  # fmt: skip
-DropConnectLinear = _derive(common.SPECS["DropConnectDense"], _Linear, _before, _linear)
+DropConnectLinear = _derive(specs.SPECS["DropConnectDense"], _Linear, _before, _linear)

@@ -1,6 +1,6 @@
 """Every Flax layer takes every keyword-only argument of its core op, same name and default.
 
-The op-layer pairs are written out here, not read from ``_flax_common.SPECS``, so a
+The op-layer pairs are written out here, not read from ``_flax_specs.SPECS``, so a
 layer that leaves the description, or a description that stops matching its op, fails.
 """
 
@@ -15,12 +15,12 @@ import pytest
 from flax import nnx
 
 import jaxreg
-from jaxreg import _flax_common as common
+from jaxreg import _flax_specs as specs
 from jaxreg import linen as jnn
 from jaxreg import nnx as jnnx
 
 REQUIRED = inspect.Parameter.empty
-OMIT = common.OMITTED
+OMIT = specs.OMITTED
 
 # (linen name, nnx name, core ops, where the layer knowingly differs from the ops)
 PAIRS = [
@@ -139,7 +139,7 @@ def test_a_new_op_argument_reaches_both_hosts_without_an_edit():
         """
         return jaxreg.dropout(key, x, rate=rate) * new_knob
 
-    spec = common.Spec("Knob", (op,), "A layer over a new op.")
+    spec = specs.Spec("Knob", (op,), "A layer over a new op.")
     layers = {"linen": jnn._derive(spec), "nnx": jnnx._derive(spec)}
     for host, layer in layers.items():
         assert mismatches(host, layer, [op], {}) == [], host
