@@ -15,11 +15,12 @@ gradients).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -32,6 +33,26 @@ from jaxreg._types import Array, Shape
 def fail(fn: str, message: str, *, exc: type[Exception] = ValueError) -> Exception:
     """Returns an exception whose message starts with ``jaxreg.<fn>:``."""
     return exc(f"jaxreg.{fn}: {message}")
+
+
+@contextlib.contextmanager
+def errors_named(adapter: str) -> Iterator[None]:
+    """Re-raises a jaxreg error of an inner function under an adapter's name.
+
+    ``adapter`` is the adapter's name without ``jaxreg.``: ``"linen.Dropout"``,
+    ``"optax.proximal_group_lasso"``. ``jaxreg.dropout: rate must be ...`` raised inside
+    becomes ``jaxreg.linen.Dropout: rate must be ... (raised by jaxreg.dropout)``.
+    Errors that do not come from jaxreg, and those already under ``adapter``'s name,
+    pass through unchanged.
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as err:
+        found = re.match(r"jaxreg\.([\w.]+): (.*)", str(err), re.DOTALL)
+        if found is None or found.group(1) == adapter:
+            raise
+        inner, message = found.groups()
+        raise type(err)(f"jaxreg.{adapter}: {message} (raised by jaxreg.{inner})") from None
 
 
 def is_traced(value: Any) -> bool:

@@ -1,61 +1,41 @@
 """Plumbing shared by the Flax adapters ``jaxreg.linen`` and ``jaxreg.nnx``.
 
-No mask logic lives here or in the layers: a layer resolves ``deterministic`` and its
-key the host's way and calls one public core op. This module holds what both hosts
-share: the decision whether a call draws at all (asked before any key is fetched, so
-the rng stream is consumed exactly as flax consumes it), core errors renamed after the
-layer, and the missing-rng message.
+No mask logic lives here or in the layers (described in ``_flax_specs``): a layer
+resolves ``deterministic`` and its key the host's way and calls its core op. ``draws``
+decides, before any key is fetched, whether a call draws at all, so the rng stream is
+consumed exactly as flax consumes it; the DropConnect layers route their arguments to
+``drop_connect_dense`` or ``drop_connect_inference`` (``dense``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from jax import lax
 
-from jaxreg._checks import check_choice, fail
-from jaxreg._dropconnect import drop_connect_dense, drop_connect_inference
-from jaxreg._rate import needs_key
-
-_CORE_PREFIX = re.compile(r"^jaxreg\.[\w.]+: ")
+from jaxreg import _dropconnect
+from jaxreg._checks import check_choice, describe, errors_named, fail
+from jaxreg._flax_specs import Spec
 
 
-@contextlib.contextmanager
-def named_errors(layer: str) -> Iterator[None]:
-    """Re-raises a core error ``jaxreg.<op>: ...`` as ``jaxreg.<layer>: ...``.
+def draws(layer: str, spec: Spec, value: Any, deterministic: Any) -> bool:
+    """Whether a layer call needs a key: not deterministic and a value that draws.
 
-    ``layer`` is the adapter's name for itself, e.g. ``"linen.Dropout"``. Errors that
-    do not come from jaxreg (flax's, the user's) pass through unchanged.
+    Validates the leading hyperparameter (named after the layer) and ``deterministic``
+    (a bool: a traced flag cannot choose between returning the input and drawing).
     """
-    try:
-        yield
-    except (ValueError, TypeError) as err:
-        message = str(err)
-        match = _CORE_PREFIX.match(message)
-        if match is None or message.startswith(f"jaxreg.{layer}: "):
-            raise
-        raise type(err)(f"jaxreg.{layer}: {message[match.end() :]}") from None
-
-
-def draws(layer: str, rate: Any, deterministic: Any) -> bool:
-    """Whether a layer call needs a key: not deterministic and a rate that draws.
-
-    Validates ``rate`` (named after the layer) and ``deterministic`` (a bool: a traced
-    flag cannot choose between returning the input and drawing a mask).
-    """
-    with named_errors(layer):
-        need = needs_key(rate)
+    with errors_named(layer):
+        need = spec.draws(spec.op.__name__, value)
     if not isinstance(deterministic, (bool, np.bool_)):
         raise fail(
             layer,
             f"deterministic must be a Python bool, got {deterministic!r} "
             f"(a {type(deterministic).__name__}). It decides whether a mask is drawn, so "
             "it cannot be traced; to vary the amount of dropout under jit or vmap, trace "
-            "the rate instead.",
+            f"the {spec.first} instead.",
             exc=TypeError,
         )
     return need and not bool(deterministic)
@@ -70,61 +50,55 @@ def missing_rng(layer: str, collection: str, how: str) -> Exception:
     )
 
 
-INFERENCE = ("scale", "moments")
-
-
-def check_inference(layer: str, inference: Any, activation: Any) -> bool:
-    """Validates a DropConnect layer's inference mode; True for moment matching."""
-    check_choice(layer, "inference", inference, INFERENCE)
-    moments = inference == "moments"
-    if moments and activation is None:
+def check_dense(layer: str, use_bias: Any, method: Any, activation: Any) -> bool:
+    """Validates a DropConnect layer's ``use_bias`` and ``method``; True for moments."""
+    if not isinstance(use_bias, (bool, np.bool_)):
         raise fail(
             layer,
-            "activation must be set for inference='moments', got None: moment matching "
+            f"use_bias must be a bool, got {describe(use_bias)}. Only the sizes and the "
+            "rate are positional: pass the others by keyword (use_bias=..., dtype=...).",
+            exc=TypeError,
+        )
+    check_choice(layer, "method", method, ("scale", "moments"))
+    if method == "moments" and activation is None:
+        raise fail(
+            layer,
+            "activation must be set for method='moments', got None: moment matching "
             "averages activation(u) over Gaussian samples of the pre-activation u. Pass "
             "e.g. activation=jax.nn.relu (the layer then applies it in every mode).",
         )
-    return moments
+    return method == "moments"
 
 
-def dense(
-    key: Any,
-    x: Any,
-    kernel: Any,
-    bias: Any,
-    *,
-    rate: Any,
-    deterministic: bool,
-    moments: bool,
-    activation: Callable[[Any], Any] | None,
-    num_samples: int,
-    per_example: bool,
-    precision: Any,
-    dot_general: Any,
-) -> Any:
+def _call(op: Callable[..., Any], *args: Any, **options: Any) -> Any:
+    """``op(*args, **options)`` with only the keywords ``op`` takes."""
+    names = inspect.signature(op).parameters
+    return op(*args, **{k: v for k, v in options.items() if k in names})
+
+
+def dense(key: Any, x: Any, kernel: Any, bias: Any, *, deterministic: bool, **options: Any) -> Any:
     """The DropConnect dense layers: one core op per mode, then ``activation``.
 
-    Training: ``drop_connect_dense``. Inference: the same op at rate 0 (the plain
-    dense layer, exact for inverted masks), or ``drop_connect_inference``.
+    ``options`` are the layer's op arguments; each op gets those it takes. Training:
+    ``drop_connect_dense``. Inference: the same op at rate 0 (the plain dense layer,
+    exact for inverted masks) for ``method="scale"``, else ``drop_connect_inference``.
     ``jax.lax.dot_general`` (nnx.Linear's default) is passed to the core as None.
     """
-    matmul = {
-        "precision": precision,
-        "dot_general": None if dot_general is lax.dot_general else dot_general,
-    }
-    if deterministic and moments:
-        return drop_connect_inference(
-            key,
-            x,
-            kernel,
-            bias,
-            rate=rate,
-            activation=activation,
-            num_samples=num_samples,
-            **matmul,
-        )
+    if options["dot_general"] is lax.dot_general:
+        options["dot_general"] = None
+    if deterministic and options["method"] == "moments":
+        return _call(_dropconnect.drop_connect_inference, key, x, kernel, bias, **options)
     if deterministic:
-        y = drop_connect_dense(None, x, kernel, bias, rate=0.0, **matmul)
-    else:
-        y = drop_connect_dense(key, x, kernel, bias, rate=rate, per_example=per_example, **matmul)
-    return y if activation is None else activation(y)
+        key, options = None, {**options, "rate": 0.0, "per_example": False}
+    y = _call(_dropconnect.drop_connect_dense, key, x, kernel, bias, **options)
+    return y if options["activation"] is None else options["activation"](y)
+
+
+def arguments(layer: str, signature: inspect.Signature, args: tuple, kwargs: dict) -> dict:
+    """``signature.bind`` with defaults applied; a mismatch is a TypeError naming ``layer``."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as err:
+        raise fail(layer, f"{err}; see help(jaxreg.{layer}).", exc=TypeError) from None
+    bound.apply_defaults()
+    return dict(bound.arguments)

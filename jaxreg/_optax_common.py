@@ -22,11 +22,9 @@ penalty gradient sees the full structure, and errors name leaves by their full p
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -38,6 +36,7 @@ from jaxreg._checks import (
     check_same_structure,
     check_scalar_nonnegative,
     describe,
+    errors_named,
     fail,
     is_python_number,
     is_real_dtype,
@@ -205,23 +204,6 @@ def selective_update(
         return new, ScheduleState(count=optax.safe_int32_increment(state.count))
 
     return update
-
-
-@contextlib.contextmanager
-def errors_named(fn: str) -> Iterator[None]:
-    """Re-raises a jaxreg error of an inner pure function under the transform's name.
-
-    ``jaxreg.prox_group_lasso: axis ...`` raised inside ``update`` becomes
-    ``jaxreg.optax.proximal_group_lasso: axis ... (raised by jaxreg.prox_group_lasso)``.
-    """
-    try:
-        yield
-    except (TypeError, ValueError) as err:
-        found = re.match(r"jaxreg\.([\w.]+): (.*)", str(err), re.DOTALL)
-        if found is None or found.group(1) == fn:
-            raise
-        inner, message = found.groups()
-        raise type(err)(f"jaxreg.{fn}: {message} (raised by jaxreg.{inner})") from None
 
 
 def check_signature(fn: str, name: str, func: Callable, passed: tuple[str, ...]) -> None:

@@ -6,54 +6,60 @@ construction (the layer forks its own stream, as flax's does), an optional call-
 ``deterministic`` at construction or call, ``model.train()`` / ``model.eval()`` and
 ``nnx.view(model, deterministic=...)``. For the same ``Rngs`` it returns exactly what
 ``nnx.Dropout`` returns, also in a model with several dropout layers. ``rate`` may be a
-JAX array or an ``nnx.Variable`` holding one: it is then model state, traced under
-``nnx.jit`` and ``nnx.vmap`` (an ensemble whose members have different rates).
+JAX array or an ``nnx.Variable`` holding a number or an array: it is then model state,
+read at every call, traced under ``nnx.jit`` and ``nnx.vmap`` (an ensemble whose
+members have different rates).
 
-Every layer is called as ``layer(inputs, *, deterministic=None, rngs=None)``; True
-returns ``inputs`` unchanged (``DropConnectLinear``: its inference output). Each is
-NNX's plumbing around one call of a public core op. Importing this module imports
-flax; ``import jaxreg`` does not.
+Every layer is derived from its core op (``_flax_specs.SPECS``): the leading
+hyperparameter is positional, then the op's other keyword-only arguments (same names
+and defaults), then ``deterministic``, ``rng_collection`` and ``rngs``;
+``DropConnectLinear`` leads with ``nnx.Linear``'s arguments. Every layer is called as
+``layer(inputs, *, deterministic=None, rngs=None)``; True returns ``inputs`` unchanged
+(``DropConnectLinear``: its inference output). Importing this module imports flax;
+``import jaxreg`` does not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import functools
+import inspect
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-import jax
-import jax.numpy as jnp
 from flax import nnx
-from flax.nnx.nn import dtypes
-from flax.nnx.nn.linear import default_bias_init, default_kernel_init
-from jax import lax
 
-import jaxreg
 from jaxreg import _flax_common as common
+from jaxreg import _flax_specs as specs
+from jaxreg._checks import errors_named, fail
+from jaxreg._types import Array
 
-__all__ = [
-    "AlphaDropout",
-    "DropBlock",
-    "DropConnectLinear",
-    "DropPath",
-    "Dropout",
-    "GaussianDropout",
-    "SpatialDropout",
-    "VariationalDropout",
-]
+__all__ = ["AlphaDropout", "DropBlock", "DropConnectLinear", "DropPath", "Dropout",
+           "GaussianDropout", "GaussianNoise", "SpatialDropout", "VariationalDropout"]  # fmt: skip
 
-Array = jax.Array
-Rate = float | Array | nnx.Variable
 RngsLike = nnx.Rngs | nnx.RngStream | Array | None
+
+_HOST: Sequence[specs.Field] = (
+    ("deterministic", "bool | None", False, "if True, the layer is in inference mode "
+     "(``inputs`` returned as they are); ``model.eval()`` sets it, ``model.train()`` "
+     "clears it"),
+    ("rng_collection", "str", "dropout", "the stream forked from ``rngs``"),
+    ("rngs", "nnx.Rngs | nnx.RngStream | None", None, "``nnx.Rngs`` or ``nnx.RngStream`` "
+     "the layer forks its stream from, or None (then pass ``rngs=`` at call time)"),
+)  # fmt: skip
+_NOT_STORED = ("rngs", "kernel_metadata", "bias_metadata")
 
 
 class _Layer(nnx.Module):
-    """NNX plumbing shared by the layers: rate, deterministic, rng stream, key fetch."""
+    """The NNX plumbing of every derived layer: arguments, rng stream, key, one op call."""
 
-    def __init__(self, rate: Rate, deterministic: bool | None, rng_collection: str, rngs):
-        self.rate = rate
-        self.deterministic = deterministic
-        self.rng_collection = rng_collection
-        common.draws(self._name(), self._rate(), False)  # validates a concrete rate now
+    spec: ClassVar[specs.Spec]
+
+    def _init(self, arguments: dict[str, Any]) -> None:
+        rngs = arguments["rngs"]
+        for name, value in arguments.items():
+            if name not in _NOT_STORED:
+                setattr(self, name, value)
+        common.draws(self._name(), self.spec, self._read(self.spec.first), False)  # validates
         if isinstance(rngs, nnx.Rngs):
             self.rngs = self._stream(rngs).fork()
         elif isinstance(rngs, nnx.RngStream):
@@ -61,7 +67,7 @@ class _Layer(nnx.Module):
         elif rngs is None:
             self.rngs = nnx.data(None)
         else:
-            raise common.fail(
+            raise fail(
                 self._name(),
                 f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs).__name__}.",
                 exc=TypeError,
@@ -69,6 +75,14 @@ class _Layer(nnx.Module):
 
     def _name(self) -> str:
         return f"nnx.{type(self).__name__}"
+
+    def _read(self, name: str) -> Any:
+        """An argument's value; a Variable's (a number or an array) is read now."""
+        value = getattr(self, name)
+        return value.get_value() if isinstance(value, nnx.Variable) else value
+
+    def _options(self) -> dict[str, Any]:
+        return {p.name: self._read(p.name) for p in self.spec.parameters}
 
     def _missing(self) -> Exception:
         how = f"rngs=nnx.Rngs({self.rng_collection}=seed) to the layer or to the call"
@@ -80,20 +94,18 @@ class _Layer(nnx.Module):
             raise self._missing()
         return rngs[self.rng_collection]
 
-    def _rate(self) -> float | Array:
-        return self.rate[...] if isinstance(self.rate, nnx.Variable) else self.rate
-
     def _key(self, deterministic: bool | None, rngs: RngsLike, draw_anyway: bool = False):
         """``(deterministic, key)``; a key is taken from a stream only if the call draws."""
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic is None:
-            raise common.fail(
+            raise fail(
                 self._name(),
                 "deterministic is None both in the layer and in the call. Pass "
                 "deterministic=True/False to either, or use model.train() / model.eval() "
                 "or nnx.view(model, deterministic=...).",
             )
-        if not common.draws(self._name(), self._rate(), False if draw_anyway else deterministic):
+        value = self._read(self.spec.first)
+        if not common.draws(self._name(), self.spec, value, not draw_anyway and deterministic):
             return deterministic, None
         rngs = self.rngs if rngs is None else rngs
         if isinstance(rngs, nnx.Rngs):
@@ -104,387 +116,102 @@ class _Layer(nnx.Module):
             raise self._missing()
         return deterministic, rngs  # a key (the core validates it)
 
-    def _apply(self, op: Callable[..., Array], inputs, deterministic, rngs, **options):
-        """The body of every dropout-like layer: ``inputs`` if deterministic, else the op."""
+    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
+        """Applies the layer unless deterministic.
+
+        Args:
+          inputs: the array to regularize.
+          deterministic: overrides the attribute for this call.
+          rngs: an ``nnx.Rngs``, ``nnx.RngStream`` or key for this call, taking
+            precedence over the layer's stream; used only when the call draws.
+        """
         deterministic, key = self._key(deterministic, rngs)
         if deterministic:
             return inputs
-        with common.named_errors(self._name()):
-            return op(key, inputs, rate=self._rate(), **options)
+        with errors_named(self._name()):
+            return self.spec.op(key, inputs, **self._options())
 
     def set_view(self, deterministic: bool | None = None):
         """Used by ``nnx.view``.
 
         Args:
-          deterministic: if True, the layer returns its inputs (inference).
+          deterministic: if True, the layer is in inference mode.
         """
         if deterministic is not None:
             self.deterministic = deterministic
 
 
-class Dropout(_Layer):
-    """Dropout as ``flax.nnx.Dropout``, same masks, with a rate that may be traced.
+class _Linear(_Layer):
+    """The plumbing of ``DropConnectLinear``: ``nnx.Linear``'s parameters, then the op."""
 
-    Args:
-      rate: probability of dropping a unit (not the keep probability): a Python number
-        in [0, 1], a scalar JAX array or an ``nnx.Variable`` holding one.
-      broadcast_dims: axes that share one mask value.
-      sampler: ``"exact"`` (flax's masks) or ``"fast"`` (see ``jaxreg.dropout``).
-      deterministic: if True, inputs are returned as they are; ``model.train()`` sets
-        it False, ``model.eval()`` True.
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` the layer forks its stream from, or None
-        (then pass ``rngs=`` at call time).
-
-    References:
-      Srivastava, Hinton, Krizhevsky, Sutskever, Salakhutdinov. "Dropout: A Simple Way
-      to Prevent Neural Networks from Overfitting." JMLR 15, 2014.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        broadcast_dims: Sequence[int] = (),
-        sampler: str = "exact",
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-        self.broadcast_dims = broadcast_dims
-        self.sampler = sampler
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(
-            jaxreg.dropout,
-            inputs,
-            deterministic,
-            rngs,
-            broadcast_dims=self.broadcast_dims,
-            sampler=self.sampler,
-        )
-
-
-class SpatialDropout(_Layer):
-    """Drops whole feature maps (``jaxreg.spatial_dropout``), channels-last by default.
-
-    Args:
-      rate: probability of dropping a feature map; number, array or ``nnx.Variable``.
-      channel_axis: the channel axis of ``(batch, *spatial, channels)`` inputs.
-      sampler: ``"exact"`` or ``"fast"``.
-      deterministic: if True, inputs are returned as they are (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` to fork from, or None (pass at call).
-
-    References:
-      Tompson, Goroshin, Jain, LeCun, Bregler. "Efficient Object Localization Using
-      Convolutional Networks." CVPR 2015.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        channel_axis: int = -1,
-        sampler: str = "exact",
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-        self.channel_axis = channel_axis
-        self.sampler = sampler
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(
-            jaxreg.spatial_dropout,
-            inputs,
-            deterministic,
-            rngs,
-            channel_axis=self.channel_axis,
-            sampler=self.sampler,
-        )
-
-
-class VariationalDropout(_Layer):
-    """One dropout mask per sequence, shared over time (``jaxreg.variational_dropout``).
-
-    Args:
-      rate: probability of dropping a unit; number, array or ``nnx.Variable``.
-      time_axis: the axis the mask is shared along.
-      sampler: ``"exact"`` or ``"fast"``.
-      deterministic: if True, inputs are returned as they are (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` to fork from, or None (pass at call).
-
-    References:
-      Gal, Ghahramani. "A Theoretically Grounded Application of Dropout in Recurrent
-      Neural Networks." NeurIPS 2016.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        time_axis: int = 1,
-        sampler: str = "exact",
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-        self.time_axis = time_axis
-        self.sampler = sampler
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(
-            jaxreg.variational_dropout,
-            inputs,
-            deterministic,
-            rngs,
-            time_axis=self.time_axis,
-            sampler=self.sampler,
-        )
-
-
-class GaussianDropout(_Layer):
-    """Multiplicative ``N(1, rate / (1 - rate))`` noise (``jaxreg.gaussian_dropout``).
-
-    Args:
-      rate: the equivalent drop probability; number, array or ``nnx.Variable``.
-      deterministic: if True, inputs are returned as they are (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` to fork from, or None (pass at call).
-
-    References:
-      Srivastava et al. "Dropout: A Simple Way to Prevent Neural Networks from
-      Overfitting." JMLR 15, 2014, section 10.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(jaxreg.gaussian_dropout, inputs, deterministic, rngs)
-
-
-class AlphaDropout(_Layer):
-    """Dropout for SELU networks, keeping zero mean and unit variance (``alpha_dropout``).
-
-    Args:
-      rate: probability of dropping a unit; number, array or ``nnx.Variable``.
-      deterministic: if True, inputs are returned as they are (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` to fork from, or None (pass at call).
-
-    References:
-      Klambauer, Unterthiner, Mayr, Hochreiter. "Self-Normalizing Neural Networks."
-      NeurIPS 2017.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(jaxreg.alpha_dropout, inputs, deterministic, rngs)
-
-
-class DropPath(_Layer):
-    """Stochastic depth: drops a residual branch per example (``jaxreg.drop_path``).
-
-    Use it on the branch: ``x + self.drop_path(branch(x))``.
-
-    Args:
-      rate: probability of dropping the branch; number, array or ``nnx.Variable``.
-      mode: ``"row"`` (one draw per example, axis 0) or ``"batch"`` (one for all).
-      inverted: scale kept branches by 1/(1 - rate).
-      deterministic: if True, inputs are returned as they are (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` to fork from, or None (pass at call).
-
-    References:
-      Huang, Sun, Liu, Sedra, Weinberger. "Deep Networks with Stochastic Depth."
-      ECCV 2016.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        mode: str = "row",
-        inverted: bool = True,
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-        self.mode = mode
-        self.inverted = inverted
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(
-            jaxreg.drop_path, inputs, deterministic, rngs, mode=self.mode, inverted=self.inverted
-        )
-
-
-class DropBlock(_Layer):
-    """Drops contiguous blocks of feature maps (``jaxreg.dropblock``).
-
-    Args:
-      rate: target drop fraction; number, array or ``nnx.Variable``.
-      block_size: block width, one int or one per spatial axis.
-      channel_axis: the channel axis (channels-last by default).
-      shared_channels: one block pattern for all channels of an example.
-      deterministic: if True, inputs are returned as they are (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` (``'dropout'``).
-      rngs: ``nnx.Rngs`` or ``nnx.RngStream`` to fork from, or None (pass at call).
-
-    References:
-      Ghiasi, Lin, Le. "DropBlock: A regularization method for convolutional
-      networks." NeurIPS 2018.
-    """
-
-    def __init__(
-        self,
-        rate: Rate,
-        *,
-        block_size: int | Sequence[int],
-        channel_axis: int = -1,
-        shared_channels: bool = False,
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs | nnx.RngStream | None = None,
-    ):
-        super().__init__(rate, deterministic, rng_collection, rngs)
-        self.block_size = block_size
-        self.channel_axis = channel_axis
-        self.shared_channels = shared_channels
-
-    def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer unless deterministic (arguments: see the module docstring)."""
-        return self._apply(
-            jaxreg.dropblock,
-            inputs,
-            deterministic,
-            rngs,
-            block_size=self.block_size,
-            channel_axis=self.channel_axis,
-            shared_channels=self.shared_channels,
-        )
-
-
-class DropConnectLinear(_Layer):
-    """``nnx.Linear`` with DropConnect on its kernel (``jaxreg.drop_connect_dense``).
-
-    Same arguments, parameters (``kernel``, ``bias``), shapes and initialisers as
-    ``flax.nnx.Linear``, drawing the same keys from ``rngs.params``, so its state loads
-    an ``nnx.Linear``'s. When deterministic it is that ``nnx.Linear``
-    (``inference="scale"``, exact for the inverted masks it trains with), or the paper's
-    Gaussian moment matching (``inference="moments"``,
-    ``jaxreg.drop_connect_inference``), which averages ``activation`` over samples.
-
-    Args:
-      in_features: number of input features.
-      out_features: number of output features.
-      use_bias: whether to add a bias (never dropped).
-      dtype: computation dtype (default: inferred from inputs and params).
-      param_dtype: dtype of the parameters.
-      precision: matmul precision (``jax.lax.Precision``).
-      kernel_init: kernel initializer (nnx.Linear's default).
-      bias_init: bias initializer (zeros).
-      dot_general: ``jax.lax.dot_general`` or a replacement (shared mask only).
-      rate: probability of dropping a weight; number, array or ``nnx.Variable``.
-      per_example: one mask per example (True) or one per batch (False).
-      inference: ``"scale"`` (plain Linear) or ``"moments"``.
-      activation: optional elementwise activation applied to the output in every mode;
-        required for ``inference="moments"``.
-      num_samples: samples per unit for ``inference="moments"``.
-      deterministic: if True, the inference computation is used (``model.eval()``).
-      rng_collection: the stream forked from ``rngs`` for the masks (``'dropout'``).
-      rngs: ``nnx.Rngs`` with a ``params`` (or ``default``) stream for the
-        initialisers and a ``dropout`` (or ``default``) stream for the masks.
-
-    References:
-      Wan, Zeiler, Zhang, LeCun, Fergus. "Regularization of Neural Networks using
-      DropConnect." ICML 2013.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        *,
-        use_bias: bool = True,
-        dtype: Any = None,
-        param_dtype: Any = jnp.float32,
-        precision: Any = None,
-        kernel_init: Callable[..., Array] = default_kernel_init,
-        bias_init: Callable[..., Array] = default_bias_init,
-        dot_general: Callable[..., Array] = lax.dot_general,
-        rate: Rate = 0.5,
-        per_example: bool = False,
-        inference: str = "scale",
-        activation: Callable[[Array], Array] | None = None,
-        num_samples: int = 1000,
-        deterministic: bool | None = False,
-        rng_collection: str = "dropout",
-        rngs: nnx.Rngs,
-    ):
-        self.kernel = nnx.Param(
-            kernel_init(rngs.params(), (in_features, out_features), param_dtype)
-        )
+    def _init(self, arguments: dict[str, Any]) -> None:
+        a, rngs = arguments, arguments["rngs"]
+        shape = (a["in_features"], a["out_features"])
+        kernel = a["kernel_init"](rngs.params(), shape, a["param_dtype"])
+        self.kernel = nnx.Param(kernel, **a["kernel_metadata"])
         self.bias = nnx.data(None)
-        if use_bias:
-            self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), param_dtype))
-        super().__init__(rate, deterministic, rng_collection, rngs)
-        common.check_inference(self._name(), inference, activation)
-        self.in_features, self.out_features = in_features, out_features
-        self.use_bias, self.dtype, self.param_dtype = use_bias, dtype, param_dtype
-        self.precision, self.dot_general = precision, dot_general
-        self.per_example, self.inference = per_example, inference
-        self.activation, self.num_samples = activation, num_samples
+        if a["use_bias"]:
+            bias = a["bias_init"](rngs.params(), shape[1:], a["param_dtype"])
+            self.bias = nnx.Param(bias, **a["bias_metadata"])
+        common.check_dense(self._name(), a["use_bias"], a["method"], a["activation"])
+        super()._init(arguments)
 
     def __call__(self, inputs: Array, *, deterministic=None, rngs: RngsLike = None) -> Array:
-        """Applies the layer (arguments: see the module docstring)."""
+        """Applies the layer: DropConnect in training, else its inference output.
+
+        Args:
+          inputs: ``(..., in_features)`` features.
+          deterministic: overrides the attribute for this call.
+          rngs: an ``nnx.Rngs``, ``nnx.RngStream`` or key for this call; used only
+            when the call draws (``method="moments"``: also at inference).
+        """
         bias = None if self.bias is None else self.bias[...]
-        inputs, kernel, bias = dtypes.promote_dtype(
-            (inputs, self.kernel[...], bias), dtype=self.dtype
-        )
-        moments = common.check_inference(self._name(), self.inference, self.activation)
+        arrays = (inputs, self.kernel[...], bias)
+        inputs, kernel, bias = self.promote_dtype(arrays, dtype=self.dtype)
+        moments = common.check_dense(self._name(), self.use_bias, self.method, self.activation)
         deterministic, key = self._key(deterministic, rngs, draw_anyway=moments)
-        with common.named_errors(self._name()):
-            return common.dense(
-                key,
-                inputs,
-                kernel,
-                bias,
-                rate=self._rate(),
-                deterministic=deterministic,
-                moments=moments,
-                activation=self.activation,
-                num_samples=self.num_samples,
-                per_example=self.per_example,
-                precision=self.precision,
-                dot_general=self.dot_general,
-            )
+        options = self._options()
+        if self.preferred_element_type is not None:
+            pet = self.preferred_element_type
+            options["dot_general"] = functools.partial(self.dot_general, preferred_element_type=pet)
+        with errors_named(self._name()):
+            return common.dense(key, inputs, kernel, bias, deterministic=deterministic, **options)
+
+
+def _derive(spec: specs.Spec, base: type = _Layer, before=(), host=()) -> type[_Layer]:
+    """An NNX layer class from ``spec``, its arguments taken from the op's signature.
+
+    Positional: ``before`` and the op's leading argument; keyword-only: the op's other
+    required arguments, ``host`` (overriding op or NNX arguments of the same name), the
+    op's other arguments, then ``deterministic``, ``rng_collection`` and ``rngs``.
+    """
+    name = spec.nnx_name or spec.name
+    first, *keywords = specs.layer_fields(spec, host, _HOST)
+    positional = [*before, first]
+    signature = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a)
+         for n, a, _, _ in positional]
+        + [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+           for n, a, d, _ in keywords]
+    )  # fmt: skip
+
+    def init(self: _Layer, *args: Any, **kwargs: Any) -> None:
+        self._init(common.arguments(f"nnx.{name}", signature, args, kwargs))
+
+    self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    init.__signature__ = signature.replace(parameters=[self_, *signature.parameters.values()])
+    fields = [(n, d) for n, _, _, d in [*positional, *keywords]]
+    note = " Also an ``nnx.Variable`` holding one (model state, read at every call)."
+    doc = specs.layer_doc(spec, "Args:", fields, note)
+    namespace = {"__init__": init, "__doc__": doc, "__module__": __name__}
+    namespace.update({"__qualname__": name, "__signature__": signature, "spec": spec})
+    return type(base)(name, (base,), namespace)
+
+
+(AlphaDropout, DropBlock, DropPath, Dropout, GaussianDropout, GaussianNoise,
+ SpatialDropout, VariationalDropout) = map(_derive, specs.dropout_like())  # fmt: skip
+_before, _linear = specs.dense_fields(
+    [(p.name, p.annotation, p.default)
+     for p in inspect.signature(nnx.Linear.__init__).parameters.values()]
+)  # fmt: skip
+DropConnectLinear = _derive(specs.SPECS["DropConnectDense"], _Linear, _before, _linear)

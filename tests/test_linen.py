@@ -86,8 +86,8 @@ def test_layers_equal_their_core_op_for_the_same_key():
         (jnn.VariationalDropout(0.4, time_axis=1), jaxreg.variational_dropout, {}, X),
         (jnn.GaussianDropout(0.4), jaxreg.gaussian_dropout, {}, X),
         (jnn.AlphaDropout(0.4), jaxreg.alpha_dropout, {}, X),
-        (jnn.DropPath(0.4, mode="row"), jaxreg.drop_path, {"mode": "row"}, X),
-        (jnn.DropBlock(0.4, block_size=3), jaxreg.dropblock, {"block_size": 3}, x4),
+        (jnn.DropPath(0.4, per_example=True), jaxreg.drop_path, {}, X),
+        (jnn.DropBlock(0.4, block_size=3), jaxreg.drop_block, {"block_size": 3}, x4),
         (jnn.Dropout(0.4, sampler="fast"), jaxreg.dropout, {"sampler": "fast"}, X),
     ]
     for layer, op, kwargs, x in cases:
@@ -160,6 +160,22 @@ def test_missing_rng_bad_rate_and_core_errors_speak_linen():
         jnn.DropBlock(0.5, block_size=3).apply({}, X[0, 0], deterministic=False, rng=key())
 
 
+def test_gaussian_noise_layer():
+    layer = jnn.GaussianNoise(0.5)
+    got = layer.apply({}, X, deterministic=False, rngs={"dropout": key()})
+    np.testing.assert_array_equal(got, jaxreg.gaussian_noise(_flax_key(key()), X, stddev=0.5))
+    assert layer.apply({}, X, deterministic=True) is X
+    assert jnn.GaussianNoise(0.0).apply({}, X, deterministic=False) is X  # no rng asked for
+    with pytest.raises(ValueError, match=r"jaxreg\.linen\.GaussianNoise: stddev must be >= 0"):
+        jnn.GaussianNoise(-1.0).apply({}, X, deterministic=False, rng=key())
+    stddevs = jnp.array([0.0, 2.0])  # traced: one program for both
+    ys = jax.vmap(lambda s: jnn.GaussianNoise(s).apply({}, X, deterministic=False, rng=key()))(
+        stddevs
+    )
+    np.testing.assert_array_equal(ys[0], X)
+    np.testing.assert_allclose(ys[1], jaxreg.gaussian_noise(key(), X, stddev=2.0), rtol=1e-6)
+
+
 # DropConnectDense
 
 
@@ -215,7 +231,7 @@ def test_drop_connect_dense_training_equals_the_core_op():
 def test_drop_connect_dense_moments_inference_and_dot_general():
     x = X.reshape(-1, 8)
     layer = jnn.DropConnectDense(
-        5, rate=0.4, inference="moments", activation=jax.nn.relu, num_samples=64
+        5, rate=0.4, method="moments", activation=jax.nn.relu, num_samples=64
     )
     params = layer.init(key(), x, deterministic=True, rng=key())
     k, b = params["params"]["kernel"], params["params"]["bias"]
@@ -234,12 +250,23 @@ def test_drop_connect_dense_moments_inference_and_dot_general():
     layer.apply(params, x, deterministic=False, rng=key())
     layer.apply(params, x, deterministic=True)
     assert calls == ["highest", "highest"]
+    layer = jnn.DropConnectDense(5, 0.4, dot_general_cls=lambda: dot_general)  # as nn.Dense
+    layer.apply(params, x, deterministic=True)
+    assert calls == ["highest", "highest", None]
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: dot_general is not"):
         layer.clone(per_example=True).apply(params, x, deterministic=False, rng=key())
     with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: activation must be"):
-        jnn.DropConnectDense(5, inference="moments").apply(params, x, deterministic=True)
-    with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: inference must be"):
-        jnn.DropConnectDense(5, inference="mean").apply(params, x, deterministic=True)
+        jnn.DropConnectDense(5, 0.5, method="moments").apply(params, x, deterministic=True)
+    with pytest.raises(ValueError, match=r"jaxreg\.linen\.DropConnectDense: method must be"):
+        jnn.DropConnectDense(5, 0.5, method="mean").apply(params, x, deterministic=True)
+
+
+def test_drop_connect_dense_rate_is_the_second_field_and_use_bias_a_bool():
+    assert jnn.DropConnectDense(10, 0.5).rate == 0.5
+    with pytest.raises(TypeError, match=r"DropConnectDense.__init__\(\) missing 1 required"):
+        jnn.DropConnectDense(10)  # no default rate
+    with pytest.raises(TypeError, match=r"linen\.DropConnectDense: use_bias must be a bool"):
+        jnn.DropConnectDense(10, 0.5, 0.3)
 
 
 def test_public_classes_are_documented():

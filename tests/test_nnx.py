@@ -82,8 +82,8 @@ def test_layers_equal_their_core_op_for_the_same_key():
         (jnnx.VariationalDropout(0.4), jaxreg.variational_dropout, {}, X),
         (jnnx.GaussianDropout(0.4), jaxreg.gaussian_dropout, {}, X),
         (jnnx.AlphaDropout(0.4), jaxreg.alpha_dropout, {}, X),
-        (jnnx.DropPath(0.4, mode="batch"), jaxreg.drop_path, {"mode": "batch"}, X),
-        (jnnx.DropBlock(0.4, block_size=3), jaxreg.dropblock, {"block_size": 3}, x4),
+        (jnnx.DropPath(0.4, per_example=False), jaxreg.drop_path, {"per_example": False}, X),
+        (jnnx.DropBlock(0.4, block_size=3), jaxreg.drop_block, {"block_size": 3}, x4),
         (jnnx.Dropout(0.4, sampler="fast"), jaxreg.dropout, {"sampler": "fast"}, X),
     ]
     for layer, op, kwargs, x in cases:
@@ -217,13 +217,20 @@ def test_drop_connect_linear_mirrors_nnx_linear():
         ours.per_example = per_example
         want = jaxreg.drop_connect_dense(key(), x, k, b, rate=0.4, per_example=per_example)
         np.testing.assert_array_equal(ours(x, rngs=key()), want)
-    bf16 = jnnx.DropConnectLinear(8, 5, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(3))
+    bf16 = jnnx.DropConnectLinear(8, 5, 0.4, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(3))
     assert bf16(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+    kw = {"param_dtype": jnp.bfloat16, "preferred_element_type": jnp.float32}
+    kw["kernel_metadata"] = {"note": "k"}
+    wide = jnnx.DropConnectLinear(8, 5, 0.4, **kw, rngs=nnx.Rngs(3))
+    want = nnx.Linear(8, 5, **kw, rngs=nnx.Rngs(3))(x.astype(jnp.bfloat16))
+    got = wide(x.astype(jnp.bfloat16), deterministic=True)
+    assert got.dtype == want.dtype == jnp.float32 and wide.kernel.get_metadata()["note"] == "k"
+    np.testing.assert_array_equal(got, want)
     moments = jnnx.DropConnectLinear(
         8,
         5,
         rate=0.4,
-        inference="moments",
+        method="moments",
         activation=jax.nn.relu,
         num_samples=64,
         rngs=nnx.Rngs(3),
@@ -233,6 +240,39 @@ def test_drop_connect_linear_mirrors_nnx_linear():
         key(), x, k, b, rate=0.4, activation=jax.nn.relu, num_samples=64
     )
     np.testing.assert_array_equal(moments(x, deterministic=True, rngs=key()), want)
+
+
+def test_a_variable_holding_a_python_float_is_read_at_call_time():
+    """Regression: nnx.Variable(0.3) failed with flax's 'float' is not subscriptable."""
+    ours = jnnx.Dropout(nnx.Variable(0.3), rngs=nnx.Rngs(dropout=5))
+    theirs = nnx.Dropout(0.3, rngs=nnx.Rngs(dropout=5))
+    for _ in range(2):
+        np.testing.assert_array_equal(ours(X), theirs(X))
+    step = nnx.jit(lambda layer, x: layer(x))  # traced there: same masks
+    np.testing.assert_array_equal(step(ours, X), step(theirs, X))
+    ours.rate.set_value(0.0)  # a Python 0 outside jit draws nothing
+    count = int(ours.rngs.count[...])
+    assert ours(X) is X and int(ours.rngs.count[...]) == count
+    noise = jnnx.GaussianNoise(nnx.Variable(0.5))
+    np.testing.assert_array_equal(noise(X, rngs=key()), jaxreg.gaussian_noise(key(), X, stddev=0.5))
+    with pytest.raises(ValueError, match=r"jaxreg\.nnx\.Dropout: rate must be in \[0, 1\]"):
+        jnnx.Dropout(nnx.Variable(1.5))
+
+
+def test_gaussian_noise_layer_and_constructor_errors():
+    layer = jnnx.GaussianNoise(0.5, rngs=nnx.Rngs(dropout=5))
+    want = jaxreg.gaussian_noise(nnx.Rngs(dropout=5).dropout.fork()(), X, stddev=0.5)
+    np.testing.assert_array_equal(layer(X), want)  # the forked stream, as nnx.Dropout
+    assert layer(X, deterministic=True) is X
+    assert jnnx.GaussianNoise(0.0)(X) is X  # draws nothing: no rngs needed
+    with pytest.raises(ValueError, match=r"jaxreg\.nnx\.GaussianNoise: stddev must be >= 0"):
+        jnnx.GaussianNoise(-1.0)
+    with pytest.raises(TypeError, match=r"jaxreg\.nnx\.Dropout: got an unexpected keyword"):
+        jnnx.Dropout(0.5, mode="row")
+    with pytest.raises(TypeError, match=r"jaxreg\.nnx\.DropConnectLinear: missing a required"):
+        jnnx.DropConnectLinear(8, 5, rngs=nnx.Rngs(0))  # no default rate
+    with pytest.raises(TypeError, match=r"jaxreg\.nnx\.DropConnectLinear: use_bias must be"):
+        jnnx.DropConnectLinear(8, 5, 0.5, use_bias=1, rngs=nnx.Rngs(0))
 
 
 def test_errors_speak_nnx():
@@ -255,7 +295,7 @@ def test_errors_speak_nnx():
     with pytest.raises(TypeError, match=r"jaxreg\.nnx\.Dropout: rngs must be"):
         jnnx.Dropout(0.5, rngs=0)
     with pytest.raises(ValueError, match=r"jaxreg\.nnx\.DropConnectLinear: activation must"):
-        jnnx.DropConnectLinear(8, 5, inference="moments", rngs=nnx.Rngs(0))
+        jnnx.DropConnectLinear(8, 5, 0.5, method="moments", rngs=nnx.Rngs(0))
 
 
 def test_public_classes_are_documented():
