@@ -317,8 +317,10 @@ def _check_step(fn: str, step: Any) -> int:
         value = None if isinstance(step, (bool, np.bool_)) else operator.index(step)
     except TypeError:
         value = None
-    if value is None or value < 0:
-        raise fail(fn, f"step must be a Python int >= 0, got {describe(step)}. Pass int(step).")
+    if value is None:
+        raise fail(fn, f"step must be a Python int >= 0, got {describe(step)}.", exc=TypeError)
+    if value < 0:
+        raise fail(fn, f"step must be >= 0, got {value}.")
     return value
 
 
@@ -454,13 +456,16 @@ def _check_like(fn: str, saved: list[dict], like: list[dict], path: str) -> None
     fix = "Build like_state the way the saved run built its state, or pass another directory."
     saved_paths, like_paths = [r["path"] for r in saved], [r["path"] for r in like]
     if saved_paths != like_paths:
-        only_saved = [p for p in saved_paths if p not in like_paths][:5]
-        only_like = [p for p in like_paths if p not in saved_paths][:5]
+        extra = [p for p in like_paths if p not in saved_paths][:5]
+        missing = [p for p in saved_paths if p not in like_paths][:5]
+        got = " and ".join(
+            [f"with leaves {', '.join(extra)} not in the checkpoint"] * bool(extra)
+            + [f"without the saved leaves {', '.join(missing)}"] * bool(missing)
+        )
         raise fail(
             fn,
-            f"like_state must have the structure of the state saved in {path}, "
-            f"got leaves {only_like or 'in another order'} not in the checkpoint and "
-            f"without its leaves {only_saved}. {fix}",
+            f"like_state must have the structure of the state saved in {path}, got "
+            f"a state {got or 'with the same leaves in another order'}. {fix}",
         )
     for s, k in zip(saved, like, strict=True):
         if (s["shape"], s["dtype"]) != (k["shape"], k["dtype"]):
