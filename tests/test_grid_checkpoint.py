@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -343,3 +344,69 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     for name in final.files:
         assert final[name].tobytes() == reference[name].tobytes(), name
     assert int(final["['step']"]) == 12
+
+
+# Two processes of one jax.distributed job (2 CPU devices each), the model axis sharded
+# over all 4: every process saves its shards, process 0 commits, both restore onto the
+# global sharding and both skip the same damaged checkpoint.
+MULTI = textwrap.dedent(
+    """
+    import os, sys, warnings
+    import jax
+    pid, port, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{port}", 2, pid)
+    import numpy as np
+    from jax.experimental import multihost_utils
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jaxreg.grid import Checkpointer
+
+    mesh = Mesh(np.array(jax.devices()), ("model",))
+    models, replicated = NamedSharding(mesh, P("model")), NamedSharding(mesh, P())
+    host = lambda s: np.arange(32, dtype=np.float32).reshape(8, 4) * s
+    def make(s):
+        return {"w": jax.make_array_from_callback((8, 4), models, lambda i: host(s)[i]),
+                "step": jax.make_array_from_callback((), replicated, lambda i: np.int32(s))}
+
+    ckpt = Checkpointer(folder, fingerprint="two-processes")
+    assert ckpt.restore(make(0)) is None
+    for s in (1, 2, 3):
+        ckpt.save(make(s), s)
+    assert ckpt.steps() == [3, 2]
+    state, step = ckpt.restore(make(0))
+    assert step == 3 and state["w"].sharding == models
+    assert np.array_equal(multihost_utils.process_allgather(state["w"], tiled=True), host(3))
+    multihost_utils.sync_global_devices("restored")
+    if pid == 0:
+        with open(os.path.join(folder, "step_3", "state", "_sharding"), "r+b") as f:
+            f.truncate(10)
+    multihost_utils.sync_global_devices("damaged")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state, step = ckpt.restore(make(0))
+    assert step == 2 and len(caught) == 1 and "step_3" in str(caught[0].message)
+    assert np.array_equal(multihost_utils.process_allgather(state["w"], tiled=True), host(2))
+    print("ok", pid, flush=True)
+    """
+)
+
+
+def test_two_processes_save_and_restore_their_shards(tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTI, str(i), str(port), str(tmp_path / "ckpt")],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]  # fmt: skip
+    try:
+        results = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for _, e in results]
+    assert [f"ok {i}" in out for i, (out, _) in enumerate(results)] == [True, True], results
