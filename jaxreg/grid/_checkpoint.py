@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxreg._checks import check_positive_int, describe, fail
+from jaxreg._checks import check_positive_int, describe, fail, is_traced
 
 _FORMAT = "jaxreg.grid.checkpoint/1"
 _STEP_DIR = re.compile(r"step_(\d+)")
@@ -65,8 +65,9 @@ def fingerprint(config: Any) -> str:
       and session (dict order does not matter).
 
     Examples:
-      >>> fingerprint({"rate": [0.1, 0.5], "seed": [0, 1], "chunk_steps": 100})
-      '...'
+      >>> config = {"rate": [0.1, 0.5], "seed": [0, 1], "chunk_steps": 100}
+      >>> len(fingerprint(config)), fingerprint(config) == fingerprint(dict(config))
+      (16, True)
     """
     return _sha_json(_canonical(config))[:16]
 
@@ -101,7 +102,8 @@ class Checkpointer:
             ckpt.save(state, step)
 
     Args:
-      directory: the folder (created if missing) holding this grid's checkpoints.
+      directory: the folder (created if missing) holding this grid's checkpoints; one
+        job writes it at a time (construction removes unfinished writes).
       fingerprint: identifies the grid, e.g. ``fingerprint(config)``. A folder holding
         checkpoints of another fingerprint is refused, here and in ``restore``.
       keep: how many of the newest checkpoints to keep (>= 1). The default 2 keeps one
@@ -194,10 +196,13 @@ class Checkpointer:
             with open(os.path.join(tmp, _MANIFEST), "w", encoding="utf-8") as f:
                 json.dump({"body": body, "sha256": _sha_json(body)}, f, indent=1)
             _fsync_tree(tmp)
-            if os.path.exists(final):
-                self._delete(step)
+            trash = os.path.join(self.directory, f".del-{name}")
+            if os.path.exists(final):  # the same step saved again: replaced
+                shutil.rmtree(trash, ignore_errors=True)
+                os.replace(final, trash)
             os.replace(tmp, final)
             _fsync(self.directory)
+            shutil.rmtree(trash, ignore_errors=True)
             kept = [s for s in self.steps() if s <= step][: self.keep]
             for old in self.steps():
                 if old not in kept:
@@ -343,7 +348,7 @@ def _flatten(fn: str, name: str, tree: Any, *, abstract: bool = False):
                 f"{name}{where} must be an array or a Python number, got {describe(leaf)}.",
                 exc=TypeError,
             )
-        if isinstance(leaf, jax.core.Tracer):
+        if is_traced(leaf):
             raise fail(
                 fn,
                 f"{name}{where} must be concrete, got {describe(leaf)}. Save outside jit.",
