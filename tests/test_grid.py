@@ -88,7 +88,9 @@ def test_bad_trainer_input():
         _trainer(loss=per_example).init_state(grid, DATA)
     state = _trainer().init_state(grid, DATA)
     folds = jg.product(subset=[0, 1])
-    with pytest.raises(ValueError, match=r"Trainer.train: batch_size 4 is larger than subsets\[1\]"):
+    with pytest.raises(
+        ValueError, match=r"Trainer.train: batch_size 4 is larger than subsets\[1\]"
+    ):
         _trainer().train(
             _trainer().init_state(folds, DATA), DATA, steps=1, subsets=[np.arange(10), [1, 2, 3]]
         )

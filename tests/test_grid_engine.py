@@ -98,7 +98,9 @@ def test_k_models_at_once_equal_each_trained_alone(reference):
         assert_close(row(alone.opt_state, 0), row(reference.opt_state, i))
         bitwise += all(
             np.array_equal(a, b)
-            for a, b in zip(jax.tree.leaves(row(alone.params, 0)), jax.tree.leaves(row(reference.params, i)))
+            for a, b in zip(
+                jax.tree.leaves(row(alone.params, 0)), jax.tree.leaves(row(reference.params, i))
+            )
         )
     print(f"{bitwise} of {len(GRID)} bitwise equal")
     assert np.asarray(reference.step).tolist() == [6] * 8
@@ -116,7 +118,9 @@ def test_resume_from_a_chunk_equals_uninterrupted_and_callback_counts_chunks(ref
     seen = []
     half = VMAP.train(VMAP.init_state(GRID, DATA), DATA, steps=3)
     before = jax.tree.map(np.asarray, half)
-    done = VMAP.train(half, DATA, steps=6, callback=lambda s, c: seen.append((c, s.to_host(s.step))))
+    done = VMAP.train(
+        half, DATA, steps=6, callback=lambda s, c: seen.append((c, s.to_host(s.step)))
+    )
     assert [c for c, _ in seen] == [1] and seen[0][1].tolist() == [6] * 8
     for a, b in zip(jax.tree.leaves(done), jax.tree.leaves(reference), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -137,7 +141,9 @@ def test_invalid_traced_hyperparameter_turns_only_its_row_nan(reference):
     got = VMAP.train(state, DATA, steps=6)
     p = np.asarray(got.params["w1"])
     assert np.all(np.isnan(p[1])) and np.all(np.isfinite(np.delete(p, 1, 0)))
-    np.testing.assert_array_equal(np.delete(p, 1, 0), np.delete(np.asarray(reference.params["w1"]), 1, 0))
+    np.testing.assert_array_equal(
+        np.delete(p, 1, 0), np.delete(np.asarray(reference.params["w1"]), 1, 0)
+    )
 
 
 def test_early_stopping_freezes_exactly_at_its_step():
@@ -162,9 +168,13 @@ def test_early_stopping_freezes_exactly_at_its_step():
         np.testing.assert_array_equal(a[0], b[0])  # frozen since step 9
         assert not np.array_equal(b[0], c[0])  # it still trained up to step 9
         assert not np.array_equal(a[1], b[1])  # model 1 trains on
-    for a, b in zip(jax.tree.leaves(host.opt_state), jax.tree.leaves(seen[2].opt_state), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(host.opt_state), jax.tree.leaves(seen[2].opt_state), strict=True
+    ):
         np.testing.assert_array_equal(a[0], b[0])
-    for a, b in zip(jax.tree.leaves(host.best_params), jax.tree.leaves(seen[0].params), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(host.best_params), jax.tree.leaves(seen[0].params), strict=True
+    ):
         np.testing.assert_array_equal(a[0], b[0])  # best = step 3
     assert host.best_step[1] == 18 and host.best_metric[1] < seen[0].best_metric[1]
     best = t.evaluate(state, DATA, {"loss": xent}, best=True)["loss"]
@@ -183,7 +193,10 @@ def test_subsets_and_evaluation_in_batches():
     metrics = {"error": error, "xent": xent}
     params = state.to_host(state.params)
     hp = {"rate": 0.0}
-    want = {k: np.array([np.mean(f(row(params, i), hp, DATA)) for i in range(2)]) for k, f in metrics.items()}
+    want = {
+        k: np.array([np.mean(f(row(params, i), hp, DATA)) for i in range(2)])
+        for k, f in metrics.items()
+    }
     batched = VMAP.evaluate(state, DATA, metrics, batch_size=24)
     for k in metrics:
         np.testing.assert_allclose(batched[k], want[k], rtol=1e-6)
