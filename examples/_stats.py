@@ -77,3 +77,32 @@ def logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     """Log-odds of an error rate, clipped away from 0 and 1 (for interaction scales)."""
     q = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
     return np.log(q / (1 - q))
+
+
+def paired_holm(
+    pairs: Sequence[tuple[Sequence[float], Sequence[float]]], *, level: float = 0.95
+) -> list[Paired]:
+    """Paired differences ``a - b`` for a family of comparisons, Holm-corrected.
+
+    Each result's ``p`` is the Holm-adjusted p-value. Its interval has the level at
+    which Holm's step-down procedure tests it: ``1 - alpha / (m - k)`` with
+    ``alpha = 1 - level``, ``m`` comparisons and ``k`` the comparison's rank by raw
+    p-value, or the rank of the first comparison Holm does not reject, whichever is
+    smaller. So an interval excludes zero exactly when Holm rejects (adjusted
+    ``p < alpha``), and ``verdict()`` reads "inconclusive" for every comparison Holm
+    keeps.
+    """
+    raw = [paired(a, b, level=level) for a, b in pairs]
+    p = np.array([r.p for r in raw])
+    if not raw or np.isnan(p).any():
+        return raw  # one seed: no intervals, nothing to adjust
+    alpha, m = 1.0 - level, len(raw)
+    adjusted = holm(p)
+    order = np.argsort(p, kind="stable")
+    keeps = [rank for rank, i in enumerate(order) if adjusted[i] >= alpha]
+    first_kept = keeps[0] if keeps else m
+    out: list[Paired] = list(raw)
+    for rank, i in enumerate(order):
+        step_level = 1.0 - alpha / (m - min(rank, first_kept))
+        out[i] = paired(*pairs[i], level=step_level)._replace(p=float(adjusted[i]))
+    return out

@@ -40,3 +40,23 @@ def test_three_seeds_at_two_se_is_not_significant():
     assert r.mean / r.se == pytest.approx(2.0)
     assert 0.15 < r.p < 0.2
     assert r.verdict() == "inconclusive"
+
+
+def test_paired_holm_intervals_agree_with_holm_rejections():
+    rng = np.random.default_rng(1)
+    shifts = [0.0, 0.0, 0.3, 0.6, 1.0, 1.5, 2.5, 0.1, 3.0]
+    pairs = [(rng.normal(s, 1.0, 8), np.zeros(8)) for s in shifts]
+    out = _stats.paired_holm(pairs)
+    raw = np.array([_stats.paired(a, b).p for a, b in pairs])
+    np.testing.assert_allclose([r.p for r in out], _stats.holm(raw))
+    rejected = [r.p < 0.05 for r in out]
+    assert any(rejected) and not all(rejected)  # the family has both kinds
+    for r, rej in zip(out, rejected, strict=True):
+        assert (r.verdict() != "inconclusive") == rej
+    # the intervals are Student-t intervals at Holm's per-step levels (1 - 0.05 / (m - k))
+    order = np.argsort(raw)
+    for rank, i in enumerate(order[: sum(rejected)]):
+        ci = stats.ttest_rel(*pairs[i]).confidence_interval(1 - 0.05 / (9 - rank))
+        assert (out[i].low, out[i].high) == pytest.approx((ci.low, ci.high), rel=1e-10)
+    # negative control: unadjusted intervals would call more comparisons than Holm does
+    assert sum(_stats.paired(a, b).verdict() != "inconclusive" for a, b in pairs) > sum(rejected)
