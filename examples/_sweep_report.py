@@ -1,5 +1,10 @@
 """The sweep's tables, statistics and figure (``examples/sweep.py``).
 
+``cells.csv`` columns: ``points_*`` is the interaction in test error points, ``odds_*``
+on the log-odds of the test error, ``pair_*`` the pair's test error minus the better
+single regularizer's (points); ``low``/``high`` are Holm-adjusted 95% intervals and
+``p`` Holm-adjusted p-values over the cells with rate > 0 and decay > 0.
+
 Selection uses the validation split only; the test split only reports. Models that
 share a seed share their initialisation, data order and dropout keys, so every
 comparison is paired over seeds (``_stats.paired``, ddof=1, Student-t intervals), and
@@ -85,7 +90,32 @@ def write(args, out: str, grid, rows: list[dict], speed: float, num_test: int) -
         inter = interactions(args, val, test)
         print(interaction_report(args, inter))
     heatmap(args, out, mean, sd, best, inter)
-    print(f"\nwrote {out}/models.csv, curves.csv, heatmap.png (checkpoints in {out}/checkpoints)")
+    write_cells(args, out, train, val, test, best, inter)
+    print(
+        f"\nwrote {out}/models.csv, curves.csv, cells.csv, heatmap.png (checkpoints in "
+        f"{out}/checkpoints)"
+    )
+
+
+def write_cells(args, out: str, train, val, test, best, inter) -> None:
+    """``cells.csv``: one row per (rate, decay): errors over seeds and the interaction."""
+    by_cell = {c["cell"]: c for c in inter or []}
+    rows = []
+    for i, rate in enumerate(args.rates):
+        for j, decay in enumerate(args.decays):
+            row = {"rate": rate, "decay": decay, "chosen_on_validation": (i, j) == best}
+            for name, e in (("train", train), ("val", val), ("test", test)):
+                sd = e[i, j].std(ddof=1) if args.seeds > 1 else float("nan")
+                row[f"{name}_error_mean"] = f"{e[i, j].mean():.6g}"
+                row[f"{name}_error_sd"] = f"{sd:.6g}"
+            c = by_cell.get((i, j))
+            for key in ("points", "odds", "pair"):
+                r = c[key] if c else None
+                for part in ("mean", "low", "high", "p"):
+                    row[f"{key}_{part}"] = "" if r is None else f"{getattr(r, part):.6g}"
+            row["verdict"] = c["verdict"] if c else ""
+            rows.append(row)
+    common.write_csv(os.path.join(out, "cells.csv"), rows)
 
 
 def selection_report(args, val, test, best) -> str:
@@ -216,7 +246,7 @@ def heatmap(args, out: str, mean, sd, best, inter) -> None:
     """Left: mean test error (± sd); right: the interaction on error points."""
     plt = common.matplotlib_pyplot()
     panels = 2 if inter else 1
-    width = 1.5 * len(args.decays) + 2.4
+    width = 1.25 * len(args.decays) + 2.2
     fig, axes = plt.subplots(
         1, panels, figsize=(width * panels, 0.8 * len(args.rates) + 2.4), squeeze=False
     )

@@ -100,6 +100,14 @@ def test_smoke_run_writes_table_csvs_and_heatmap(reference):
         assert np.isfinite(float(c["train_loss"]))
         assert 0.0 <= float(c["val_error"]) <= 1.0 and 0.0 <= float(c["test_error"]) <= 1.0
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "cells.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert [c["chosen_on_validation"] for c in cells].count("True") == 1
+    (inter,) = [c for c in cells if c["verdict"]]  # the one cell with rate > 0, decay > 0
+    assert (inter["rate"], inter["decay"]) == ("0.5", "0.001")
+    for key in ("points", "odds", "pair"):
+        low, mean, high = (float(inter[f"{key}_{p}"]) for p in ("low", "mean", "high"))
+        assert low <= mean <= high and 0.0 <= float(inter[f"{key}_p"]) <= 1.0
     assert "**best**" in stdout and "collectives in the training step: none" in stdout
     # the marked cell has the lowest mean validation error (the test split chooses nothing)
     val = {}
