@@ -3,7 +3,7 @@
 Every example trains a *grid* of models as one program: the models lie along a leading
 axis (``jax.vmap``), hyperparameters are per-model arrays (traced, so the whole grid
 compiles once), steps run in ``lax.scan`` chunks, and the model axis can be sharded over
-devices (``model_mesh`` / ``Trainer(mesh=...)``). The library (``jaxreg``) has no trainer
+devices (``Trainer(mesh=...)``). The library (``jaxreg``) has no trainer
 and no plotting: they live here.
 
 Typical use::
@@ -178,27 +178,6 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------------------------------
 
 
-def model_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A 1-D mesh over all (global) devices whose one axis holds the models."""
-    return Mesh(np.array(jax.devices() if devices is None else devices), (MODEL_AXIS,))
-
-
-def padded_size(num_models: int, mesh: Mesh | None) -> int:
-    """``num_models`` rounded up to a multiple of the mesh size (shards must be equal)."""
-    n = 1 if mesh is None else mesh.size
-    return -(-num_models // n) * n
-
-
-def pad_models(tree: PyTree, size: int) -> PyTree:
-    """Pads every leaf's leading (model) axis to ``size`` by repeating its last entry."""
-
-    def pad(a):
-        a = np.asarray(a)
-        return np.concatenate([a, np.repeat(a[-1:], size - len(a), axis=0)]) if size > len(a) else a
-
-    return jax.tree_util.tree_map(pad, tree)
-
-
 def put(tree: PyTree, mesh: Mesh | None, *, models: bool) -> PyTree:
     """Places host arrays on the mesh: model axis sharded (``models``) or replicated.
 
@@ -257,7 +236,8 @@ class Trainer:
       chunk_steps: steps per ``chunk`` call (one ``lax.scan``).
       loss: ``(logits, labels) -> scalar``; ``penalty``: optional
         ``(params, hp) -> scalar`` added to the training loss.
-      mesh: optional 1-D mesh (``model_mesh``): models sharded over its devices.
+      mesh: optional 1-D mesh with the axis ``MODEL_AXIS``: models sharded over its
+        devices.
     """
 
     init: Callable[[jax.Array], PyTree]

@@ -1,21 +1,26 @@
 """Sweep: dropout rate x decoupled weight decay x seed, one compiled program, resumable.
 
 An MLP that overfits MNIST-1D (generated locally) is trained for every combination of
-dropout rate, decoupled weight decay (AdamW as Loshchilov & Hutter wrote it) and seed.
-Every model lies on one leading axis (``jax.vmap``), steps run in ``lax.scan`` chunks,
-and the grid compiles once: jaxreg takes the rate and the decay as traced arrays. The
-model axis is sharded over all devices (of all processes with ``--coordinator``). After
-every chunk the state is checkpointed (orbax) into ``<out>/checkpoints/``; started again
+dropout rate, decoupled weight decay (AdamW as Loshchilov & Hutter wrote it, on the
+kernels only: biases are not decayed) and seed, by ``jaxreg.grid``: every model lies on
+one leading axis, the rate and the decay are traced per-model values, steps run in
+``lax.scan`` chunks, and the grid compiles once. The model axis is sharded over all
+devices (of all processes with ``--coordinator``). After every chunk the state is
+checkpointed (``jaxreg.grid.Checkpointer``) into ``<out>/checkpoints/``; started again
 with the same arguments, the sweep resumes where it stopped.
 
-Answers: are dropout and weight decay additive, diminishing or cancelling?
+Answers: are dropout and weight decay additive, diminishing or cancelling? The best
+setting is chosen on a validation split and reported with its test error; the
+interaction is tested per cell on the error-rate and the log-odds scale, Holm-corrected
+over the cells.
 
-Run: python examples/sweep.py        (48 models; see README for the time it takes)
+Run: python examples/sweep.py        (80 models; see README for the time it takes)
      python examples/sweep.py --smoke (a tiny grid in seconds)
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -24,15 +29,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common as common
+import _sweep_report as report
 import jax
-import matplotlib
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
+import optax
 
+import jaxreg
+import jaxreg.grid as jg
 import jaxreg.optax
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 # Arguments that decide the results; a results folder holds one run of one of these.
 RESULT_ARGS = (
@@ -44,18 +49,21 @@ RESULT_ARGS = (
     "dataset",
     "num_samples",
     "train_size",
+    "val_size",
     "hidden",
     "batch",
     "lr",
+    "decay_biases",
 )
 SMOKE = {
     "rates": [0.0, 0.5],
     "decays": [0.0, 1e-3],
-    "seeds": 1,
+    "seeds": 2,
     "steps": 60,
     "chunk_steps": 20,
     "num_samples": 600,
     "train_size": 200,
+    "val_size": 100,
     "hidden": 32,
     "batch": 32,
 }
@@ -78,7 +86,7 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
         help="decoupled weight decays (lambda per step), comma-separated, >= 0 "
         "(default 0,1e-4,1e-3,3e-3)",
     )
-    p.add_argument("--seeds", type=common.positive_int, default=3, help="seeds 0..N-1 (default 3)")
+    p.add_argument("--seeds", type=common.positive_int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--steps", type=common.positive_int, default=2000, help="training steps (2000)")
     p.add_argument(
         "--chunk-steps",
@@ -92,7 +100,7 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
         "--num-samples",
         type=common.positive_int,
         default=5000,
-        help="examples generated (80%% train, 20%% test; default 5000)",
+        help="examples generated (80%% train pool, 20%% test; default 5000)",
     )
     p.add_argument(
         "--train-size",
@@ -100,9 +108,21 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
         default=1000,
         help="training examples used (default 1000: small, so the MLP overfits)",
     )
+    p.add_argument(
+        "--val-size",
+        type=common.positive_int,
+        default=1000,
+        help="validation examples, held out of the training pool; they choose the "
+        "best setting (default 1000)",
+    )
     p.add_argument("--hidden", type=common.positive_int, default=128, help="hidden width (128)")
     p.add_argument("--batch", type=common.positive_int, default=128, help="batch size (128)")
     p.add_argument("--lr", type=common.positive_float, default=1e-3, help="Adam step size (1e-3)")
+    p.add_argument(
+        "--decay-biases",
+        action="store_true",
+        help="decay the biases too (default: kernels only, jaxreg.kernels_only)",
+    )
     p.add_argument("--smoke", action="store_true", help="a tiny grid in seconds (tests)")
     p.add_argument(
         "--coordinator",
@@ -121,12 +141,15 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
         p.error(
             f"argument --steps: {args.steps} is not a multiple of --chunk-steps {args.chunk_steps}"
         )
-    if args.train_size > int(0.8 * args.num_samples):
+    pool = int(0.8 * args.num_samples)
+    if args.train_size + args.val_size > pool:
         p.error(
-            f"argument --train-size: {args.train_size} exceeds the "
-            f"{int(0.8 * args.num_samples)} training examples of --num-samples "
-            f"{args.num_samples}"
+            f"argument --val-size: {args.val_size} validation plus --train-size "
+            f"{args.train_size} training examples exceed the {pool} examples of the "
+            f"training pool of --num-samples {args.num_samples}"
         )
+    if args.batch > args.train_size:
+        p.error(f"argument --batch: {args.batch} exceeds --train-size {args.train_size}")
     if not 0 <= args.process_id < args.num_processes:
         p.error(
             f"argument --process-id: must be in [0, {args.num_processes}), got {args.process_id}"
@@ -170,24 +193,44 @@ def main(argv: list[str] | None = None) -> int:
     return run(args, config)
 
 
-def build(args, mesh):
-    g = common.grid(rate=args.rates, decay=args.decays, seed=list(range(args.seeds)))
-    num_models = len(g["rate"])
-    size = common.padded_size(num_models, mesh)
-    hp = common.pad_models(
-        {"rate": g["rate"].astype(np.float32), "decay": g["decay"].astype(np.float32)}, size
-    )
-    seeds = common.pad_models(g["seed"].astype(np.int32), size)
+def error(params, hp, batch):
+    """Per-example 0/1 error without dropout."""
+    logits = common.mlp(params, batch["x"])
+    return (jnp.argmax(logits, -1) != batch["y"]).astype(jnp.float32)
+
+
+def nll(params, hp, batch):
+    """Per-example cross-entropy without dropout."""
+    logits = common.mlp(params, batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+
+
+def build(args) -> tuple[jg.Grid, jg.Trainer]:
+    """The grid (rate x decay x seed, seed fastest) and its trainer."""
+    grid = jg.product(rate=args.rates, decay=args.decays, seed=list(range(args.seeds)))
     sizes = (40, args.hidden, args.hidden, 10)
-    trainer = common.Trainer(
-        init=lambda key: common.init_mlp(key, sizes),
-        apply=lambda params, hp, x, key: common.mlp(params, x, key=key, rates=hp["rate"]),
-        optimizer=lambda hp: jaxreg.optax.decoupled_adamw(args.lr, weight_decay=hp["decay"]),
+    decayed = None if args.decay_biases else jaxreg.kernels_only  # None: every leaf
+
+    def init(key, hp):
+        return common.init_mlp(key, sizes)
+
+    def loss(params, hp, batch, key):
+        logits = common.mlp(params, batch["x"], key=key, rates=hp["rate"])
+        return common.cross_entropy(logits, batch["y"])
+
+    def optimizer(hp):
+        return jaxreg.optax.decoupled_adamw(args.lr, weight_decay=hp["decay"], where=decayed)
+
+    trainer = jg.Trainer(
+        init=init,
+        loss=loss,
+        optimizer=optimizer,
         batch_size=args.batch,
         chunk_steps=args.chunk_steps,
-        mesh=mesh,
+        strategy="vmap",  # one fixed program: reruns and resumes are bitwise equal
+        validation=error,  # recorded after every chunk (curves); no early stopping
     )
-    return g, num_models, hp, seeds, trainer
+    return grid, trainer
 
 
 def run(args, config: dict) -> int:
@@ -195,38 +238,42 @@ def run(args, config: dict) -> int:
     out = os.path.abspath(args.out)
     if lead:
         common.write_text(os.path.join(out, "config.json"), json.dumps(config, indent=1) + "\n")
-
     data = common.load_data(
-        args.dataset, num_samples=args.num_samples, train_size=args.train_size, seed=42
+        args.dataset,
+        num_samples=args.num_samples,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        seed=42,
     )
-    mesh = common.model_mesh()
-    g, num_models, hp_host, seeds, trainer = build(args, mesh)
-    size = len(seeds)
-    hp = trainer.put_models(hp_host)
-    x, y, xt, yt = trainer.put_data(data.x_train, data.y_train, data.x_test, data.y_test)
+    train = {"x": data.x_train, "y": data.y_train}
+    val = {"x": data.x_val, "y": data.y_val}
+    test = {"x": data.x_test, "y": data.y_test}
+    grid, trainer = build(args)
     chunks = args.steps // args.chunk_steps
 
-    state = trainer.init_state(hp_host, seeds)
-    curve = np.full((size, chunks, 2), np.nan, np.float32)  # (train loss, test error)
-    manager = ocp.CheckpointManager(
-        os.path.join(out, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False),
-    )
-    done = manager.latest_step() or 0
-    if done:
-        target = {"state": state, "curve": curve}
-        restored = manager.restore(done, args=ocp.args.StandardRestore(target))
-        state, curve = restored["state"], np.asarray(restored["curve"])
+    state = trainer.init_state(grid, train)
+    curve = np.full((grid.size, chunks, 3), np.nan, np.float32)  # train loss, val, test error
+    try:
+        ckpt = jg.Checkpointer(
+            os.path.join(out, "checkpoints"),
+            fingerprint=trainer.fingerprint(grid, train, extra=config),
+        )
+        restored = ckpt.restore({"state": state, "curve": curve})
+    except ValueError as err:  # another grid's checkpoints (e.g. after a code change)
+        common.fail(f"sweep.py: error: {err}")
+    done = 0
+    if restored is not None:
+        (tree, step) = restored
+        state, curve, done = tree["state"], np.array(tree["curve"]), step // args.chunk_steps
         if lead:
-            print(f"resuming from the checkpoint after step {done * args.chunk_steps}", flush=True)
+            print(f"resuming from the checkpoint after step {step}", flush=True)
 
     compile_start = time.perf_counter()
-    lowered = trainer.lower_chunk(state, hp, x, y)
-    hlo = lowered.compile().as_text()
+    hlo = trainer.lower(state, train, validation_data=val).compile().as_text()
     found = sorted({c for c in COLLECTIVES if c in hlo})
     if lead:
         print(
-            f"{num_models} models on {mesh.size} device(s) in {jax.process_count()} "
+            f"{grid.size} models on {trainer.mesh.size} device(s) in {jax.process_count()} "
             f"process(es); one training program compiled in "
             f"{time.perf_counter() - compile_start:.1f} s; collectives in the training "
             f"step: {', '.join(found) if found else 'none'}",
@@ -234,200 +281,63 @@ def run(args, config: dict) -> int:
         )
     bar = common.progress(
         chunks,
-        models=num_models,
+        models=grid.size,
         chunk_steps=args.chunk_steps,
         initial=done,
         disable=None if lead else True,
     )
-    start = time.perf_counter()
-    for c in range(done, chunks):
-        state, train_loss = trainer.chunk(state, hp, x, y)
-        _, test_acc = trainer.evaluate(state.params, hp, xt, yt)
-        curve[:, c, 0] = common.to_host(train_loss)
-        curve[:, c, 1] = 1.0 - common.to_host(test_acc)
-        manager.save(c + 1, args=ocp.args.StandardSave({"state": state, "curve": curve}))
-        manager.wait_until_finished()
+
+    def after_chunk(st: jg.GridState, c: int) -> None:
+        curve[:, c, 0] = st.to_host(st.loss)
+        curve[:, c, 1] = st.to_host(st.metric)
+        curve[:, c, 2] = trainer.evaluate(st, test, {"error": error})["error"]
+        ckpt.save({"state": st, "curve": curve}, (c + 1) * args.chunk_steps)
         bar.update(1)
         if args.chunk_delay:
             time.sleep(args.chunk_delay)
+
+    start = time.perf_counter()
+    state = trainer.train(state, train, steps=args.steps, validation_data=val, callback=after_chunk)
     bar.close()
     elapsed = time.perf_counter() - start
 
-    train_loss, train_acc = common.to_host(trainer.evaluate(state.params, hp, x, y))
-    _, test_acc = common.to_host(trainer.evaluate(state.params, hp, xt, yt))
-    steps = common.to_host(state.step)
+    on_train = trainer.evaluate(state, train, {"loss": nll, "error": error})
+    val_error = trainer.evaluate(state, val, {"error": error})["error"]
+    test_error = trainer.evaluate(state, test, {"error": error})["error"]
+    steps = state.to_host(state.step)
     if lead:
+        settings = itertools.product(args.rates, args.decays, range(args.seeds))
         rows = [
             {
-                "rate": float(g["rate"][i]),
-                "decay": float(g["decay"][i]),
-                "seed": int(g["seed"][i]),
-                "final_train_loss": f"{train_loss[i]:.6g}",
-                "train_accuracy": f"{train_acc[i]:.6g}",
-                "test_accuracy": f"{test_acc[i]:.6g}",
+                "rate": rate,
+                "decay": decay,
+                "seed": seed,
+                "final_train_loss": f"{on_train['loss'][i]:.6g}",
+                "train_accuracy": f"{1 - on_train['error'][i]:.6g}",
+                "val_accuracy": f"{1 - val_error[i]:.6g}",
+                "test_accuracy": f"{1 - test_error[i]:.6g}",
                 "steps": int(steps[i]),
             }
-            for i in range(num_models)
+            for i, (rate, decay, seed) in enumerate(settings)
         ]
-        write_outputs(args, out, g, rows, curve[:num_models], elapsed, chunks - done)
-    manager.close()
+        common.write_csv(os.path.join(out, "models.csv"), rows)
+        curve_rows = [
+            {
+                "rate": r["rate"],
+                "decay": r["decay"],
+                "seed": r["seed"],
+                "step": (c + 1) * args.chunk_steps,
+                "train_loss": f"{curve[i, c, 0]:.6g}",
+                "val_error": f"{curve[i, c, 1]:.6g}",
+                "test_error": f"{curve[i, c, 2]:.6g}",
+            }
+            for i, r in enumerate(rows)
+            for c in range(chunks)
+        ]
+        common.write_csv(os.path.join(out, "curves.csv"), curve_rows)
+        speed = (chunks - done) * args.chunk_steps * grid.size / max(elapsed, 1e-9)
+        report.write(args, out, grid, rows, speed, len(data.y_test))
     return 0
-
-
-def summarize(args, g, test_error):
-    """Mean and std (over seeds) of test error per (rate, decay), and interactions."""
-
-    e = test_error.reshape(len(args.rates), len(args.decays), args.seeds) * 100
-    mean, std = e.mean(-1), e.std(-1, ddof=1) if args.seeds > 1 else np.zeros(e.shape[:2])
-    # Interaction per seed (models with one seed share init and data order):
-    # I = E(r, d) - E(r, 0) - E(0, d) + E(0, 0). 0: additive; > 0: less than the sum.
-    inter = e - e[:, :1] - e[:1, :] + e[:1, :1]
-    return e, mean, std, inter
-
-
-def write_outputs(args, out, g, rows, curve, elapsed, chunks_run) -> None:
-
-    common.write_csv(os.path.join(out, "models.csv"), rows)
-    curve_rows = [
-        {
-            "rate": r["rate"],
-            "decay": r["decay"],
-            "seed": r["seed"],
-            "step": (c + 1) * args.chunk_steps,
-            "train_loss": f"{curve[i, c, 0]:.6g}",
-            "test_error": f"{curve[i, c, 1]:.6g}",
-        }
-        for i, r in enumerate(rows)
-        for c in range(curve.shape[1])
-    ]
-    common.write_csv(os.path.join(out, "curves.csv"), curve_rows)
-    test_error = 1.0 - np.array([float(r["test_accuracy"]) for r in rows])
-    train_acc = np.array([float(r["train_accuracy"]) for r in rows])
-    e, mean, std, inter = summarize(args, g, test_error)
-    tr = train_acc.reshape(e.shape).mean(-1) * 100
-
-    num = len(rows)
-    print(
-        f"\nMNIST-1D ({args.train_size} training examples), MLP 40-{args.hidden}-"
-        f"{args.hidden}-10, AdamW {args.lr:g}, batch {args.batch}, {args.steps} steps; "
-        f"{num} models; {chunks_run * args.chunk_steps * num / max(elapsed, 1e-9):.0f} "
-        f"model-steps/s this run\n"
-    )
-    table = []
-    best = np.unravel_index(np.argmin(mean), mean.shape)
-    for i, rate in enumerate(args.rates):
-        for j, decay in enumerate(args.decays):
-            mark = " **best**" if (i, j) == best else ""
-            table.append(
-                [
-                    f"{rate:g}",
-                    f"{decay:g}",
-                    f"{tr[i, j]:.1f}",
-                    f"{mean[i, j]:.1f} ± {std[i, j]:.1f}{mark}",
-                ]
-            )
-    print(
-        common.markdown_table(
-            [
-                "dropout rate",
-                "weight decay",
-                "train acc %",
-                f"test error % (mean ± std, {plural(args.seeds, 'seed')})",
-            ],
-            table,
-        )
-    )
-    print(
-        f"\nbest: dropout {args.rates[best[0]]:g}, weight decay {args.decays[best[1]]:g}: "
-        f"{mean[best]:.1f} ± {std[best]:.1f}% test error; no regularization: "
-        f"{mean[0, 0]:.1f} ± {std[0, 0]:.1f}%"
-    )
-    if len(args.rates) > 1 and len(args.decays) > 1 and args.rates[0] == args.decays[0] == 0:
-        print(interaction_report(args, mean, inter))
-    heatmap(args, out, mean, std)
-    print(f"\nwrote {out}/models.csv, curves.csv, heatmap.png (checkpoints in {out}/checkpoints)")
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def interaction_report(args, mean, inter) -> str:
-
-    n = args.seeds
-    lines = [
-        "\ninteraction I = E(r,d) - E(r,0) - E(0,d) + E(0,0), test error points, "
-        f"mean ± standard error over {plural(n, 'seed')} (0: additive; > 0: diminishing; "
-        "cancelling when the pair is no better than the better one alone):"
-    ]
-    rows = []
-    for i in range(1, len(args.rates)):
-        for j in range(1, len(args.decays)):
-            m = inter[i, j].mean()
-            se = inter[i, j].std(ddof=1) / np.sqrt(n) if n > 1 else float("nan")
-            alone = min(mean[i, 0], mean[0, j])
-            rows.append(
-                [
-                    f"{args.rates[i]:g}",
-                    f"{args.decays[j]:g}",
-                    f"{mean[0, 0] - mean[i, 0]:+.1f}",
-                    f"{mean[0, 0] - mean[0, j]:+.1f}",
-                    f"{mean[0, 0] - mean[i, j]:+.1f}",
-                    f"{m:+.1f} ± {se:.1f}",
-                    "yes" if mean[i, j] < alone else "no",
-                ]
-            )
-    return (
-        "\n".join(lines)
-        + "\n"
-        + common.markdown_table(
-            [
-                "rate",
-                "decay",
-                "gain dropout",
-                "gain decay",
-                "gain both",
-                "interaction I",
-                "both beat either alone",
-            ],
-            rows,
-        )
-    )
-
-
-def heatmap(args, out, mean, std) -> None:
-
-    fig, ax = plt.subplots(figsize=(1.6 * len(args.decays) + 2.4, 0.8 * len(args.rates) + 2.2))
-    im = ax.imshow(mean, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(len(args.decays)), [f"{d:g}" for d in args.decays])
-    ax.set_yticks(range(len(args.rates)), [f"{r:g}" for r in args.rates])
-    ax.set_xlabel("decoupled weight decay λ (per step, AdamW)")
-    ax.set_ylabel("dropout rate (both hidden layers)")
-    lo, hi = float(mean.min()), float(mean.max())
-    for i in range(mean.shape[0]):
-        for j in range(mean.shape[1]):
-            dark = (mean[i, j] - lo) > 0.5 * (hi - lo)
-            ax.text(
-                j,
-                i,
-                f"{mean[i, j]:.1f}\n± {std[i, j]:.1f}",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if dark else "black",
-            )
-    bi, bj = np.unravel_index(np.argmin(mean), mean.shape)
-    ax.add_patch(plt.Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, lw=2.5, ec="red"))
-    fig.colorbar(im, ax=ax, label="test error (%)")
-    ax.set_title(
-        f"MNIST-1D, MLP 40-{args.hidden}-{args.hidden}-10, {args.train_size} train "
-        f"examples, {args.steps} steps\nmean test error (%) ± std over "
-        f"{plural(args.seeds, 'seed')} (red: lowest)",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    common.save_figure(fig, os.path.join(out, "heatmap.png"), dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

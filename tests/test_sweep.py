@@ -1,8 +1,8 @@
 """examples/sweep.py: smoke run, bad arguments, sharding, several processes, kill and resume.
 
-Every run uses ``--smoke`` (4 models, 3 chunks of 20 steps). The runs that must agree
-(1 device, 4 devices, 2 processes x 2 devices, killed and resumed) share the reference
-run of the ``reference`` fixture.
+Every run uses ``--smoke`` (8 models: 2 rates x 2 decays x 2 seeds, 3 chunks of 20
+steps). The runs that must agree (1 device, 4 devices, 2 processes x 2 devices, killed
+and resumed) share the reference run of the ``reference`` fixture.
 """
 
 import csv
@@ -19,7 +19,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "examples" / "sweep.py"
-COLUMNS = ["rate", "decay", "seed", "final_train_loss", "train_accuracy", "test_accuracy", "steps"]
+COLUMNS = [
+    "rate",
+    "decay",
+    "seed",
+    "final_train_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "steps",
+]
 
 
 def env(devices=1):
@@ -48,7 +57,15 @@ def assert_same_metrics(got, ref):
     """Same grid, same step counts and accuracies; losses to float32 rounding (rtol 1e-5)."""
     assert len(got) == len(ref)
     for g, r in zip(got, ref, strict=True):
-        for k in ("rate", "decay", "seed", "steps", "train_accuracy", "test_accuracy"):
+        for k in (
+            "rate",
+            "decay",
+            "seed",
+            "steps",
+            "train_accuracy",
+            "val_accuracy",
+            "test_accuracy",
+        ):
             assert g[k] == r[k], (k, g, r)
         np.testing.assert_allclose(float(g["final_train_loss"]), float(r["final_train_loss"]), 1e-5)
 
@@ -65,21 +82,43 @@ def test_smoke_run_writes_table_csvs_and_heatmap(reference):
     out, stdout = reference
     table = rows(out)
     assert list(table[0]) == COLUMNS
-    assert [(r["rate"], r["decay"]) for r in table] == [
-        ("0.0", "0.0"),
-        ("0.0", "0.001"),
-        ("0.5", "0.0"),
-        ("0.5", "0.001"),
+    assert [(r["rate"], r["decay"], r["seed"]) for r in table] == [
+        (rate, decay, seed)
+        for rate in ("0.0", "0.5")
+        for decay in ("0.0", "0.001")
+        for seed in ("0", "1")
     ]
     assert {r["steps"] for r in table} == {"60"}
     for r in table:
-        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        for k in ("train_accuracy", "val_accuracy", "test_accuracy"):
+            assert 0.0 <= float(r[k]) <= 1.0
         assert np.isfinite(float(r["final_train_loss"]))
     with open(out / "curves.csv", newline="") as f:
         curves = list(csv.DictReader(f))
-    assert len(curves) == 4 * 3 and {c["step"] for c in curves} == {"20", "40", "60"}
+    assert len(curves) == 8 * 3 and {c["step"] for c in curves} == {"20", "40", "60"}
+    for c in curves:
+        assert np.isfinite(float(c["train_loss"]))
+        assert 0.0 <= float(c["val_error"]) <= 1.0 and 0.0 <= float(c["test_error"]) <= 1.0
     assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "cells.csv", newline="") as f:
+        cells = list(csv.DictReader(f))
+    assert [c["chosen_on_validation"] for c in cells].count("True") == 1
+    (inter,) = [c for c in cells if c["verdict"]]  # the one cell with rate > 0, decay > 0
+    assert (inter["rate"], inter["decay"]) == ("0.5", "0.001")
+    for key in ("points", "odds", "pair"):
+        low, mean, high = (float(inter[f"{key}_{p}"]) for p in ("low", "mean", "high"))
+        assert low <= mean <= high and 0.0 <= float(inter[f"{key}_p"]) <= 1.0
     assert "**best**" in stdout and "collectives in the training step: none" in stdout
+    # the marked cell has the lowest mean validation error (the test split chooses nothing)
+    val = {}
+    for r in table:
+        val.setdefault((float(r["rate"]), float(r["decay"])), []).append(
+            1 - float(r["val_accuracy"])
+        )
+    rate, decay = min(val, key=lambda c: np.mean(val[c]))
+    assert f"lowest mean validation error: dropout {rate:g}, weight decay {decay:g};" in stdout
+    assert "kernels only, biases not decayed" in stdout
+    assert "I, log-odds" in stdout and "Holm-adjusted" in stdout and "cells by verdict" in stdout
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]  # atomic writes left no temp
 
 
@@ -93,6 +132,9 @@ BAD = [
     (["--dataset", "mnist"], "--dataset"),
     (["--seeds", "0"], "--seeds"),
     (["--steps", "30"], "--steps"),  # not a multiple of --chunk-steps 20
+    (["--val-size", "400"], "--val-size"),  # 200 + 400 > the 480 of the training pool
+    (["--val-size", "0"], "--val-size"),
+    (["--batch", "300"], "--batch"),  # more than --train-size 200
 ]
 
 
@@ -168,7 +210,7 @@ def test_two_processes_equal_one_process(reference, tmp_path):
 def test_sigkill_then_rerun_resumes_and_equals_uninterrupted(reference, tmp_path):
     ref, _ = reference
     out = tmp_path / "killed"
-    first_checkpoint = out / "checkpoints" / "1"
+    first_checkpoint = out / "checkpoints" / "step_20"
     proc = subprocess.Popen(
         [sys.executable, str(SWEEP), "--smoke", "--out", str(out), "--chunk-delay", "30"],
         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
