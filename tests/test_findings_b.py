@@ -43,7 +43,7 @@ CASES = {
             "var_ratio_bn2",
             "var_ratio_bn3",
         },
-        3,  # none, before BN 0.5, after BN 0.5; 1 seed
+        3,  # none, before BN 0.5, after BN 0.5 (one dropout layer each); 1 seed
     ),
     "stochastic_depth_dropblock": (
         "stochastic_depth_dropblock.csv",
