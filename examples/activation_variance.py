@@ -3,16 +3,18 @@
 A tutorial seed asks: "What is the variance of the activations in each hidden layer
 when dropout is and is not applied? Draw a plot to show how this quantity evolves over
 time" and answers that dropout *reduces* it. Here an MLP 40-128-128-128-10 (Adam 1e-3)
-is trained on MNIST-1D at several dropout rates x seeds, all as one vmapped program.
-Every 100 steps the activations of each hidden layer are measured on a fixed probe
-batch (the first 512 test examples), in two modes:
+is trained on MNIST-1D at several dropout rates x seeds, all as one ``jaxreg.grid``
+program. Every 100 steps the activations of each hidden layer are measured on a fixed
+probe batch (the first 512 validation examples), in two modes:
 
 * eval mode: after ReLU, no dropout (what the network computes at test time);
 * train mode: after ReLU and after (inverted) dropout, with one fixed mask key per
   model, so that only the weights change between measurements.
 
 The variance is taken per unit over the probe examples, then averaged over the units
-of the layer. Writes ``variance.csv`` and ``activation_variance.png`` to ``--out``.
+of the layer. Comparisons are paired over seeds (shared initialisation, data order and
+masks) and reported as ratios with 95% intervals, Holm-corrected. Writes
+``variance.csv``, ``ratios.csv`` and ``activation_variance.png`` to ``--out``.
 
 Run: python examples/activation_variance.py [--smoke] [--out DIR]
 """
@@ -20,22 +22,24 @@ Run: python examples/activation_variance.py [--smoke] [--out DIR]
 from __future__ import annotations
 
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _stats
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from _common import (
-    Trainer,
+    cross_entropy,
     example_parser,
     float_list,
-    grid,
     init_mlp,
     load_data,
     markdown_table,
     matplotlib_pyplot,
-    mean_std,
     mlp,
     mlp_hidden,
     plot_band,
@@ -46,9 +50,12 @@ from _common import (
     write_csv,
 )
 
+import jaxreg.grid as jg
+
 NAME = "activation_variance"
 WIDTHS = (128, 128, 128)
 PROBE = 512
+MODES = ("eval", "train")
 
 
 def parse_args():
@@ -60,22 +67,38 @@ def parse_args():
     args = parser.parse_args()
     if args.rates is None:
         args.rates = [0.0, 0.5] if args.smoke else [0.0, 0.2, 0.5]
+    if 0.0 not in args.rates:
+        args.rates = [0.0, *args.rates]
     if args.seeds is None:
-        args.seeds = 2 if args.smoke else 3
+        args.seeds = 2 if args.smoke else 5
     if args.steps is None:
         args.steps = 40 if args.smoke else 3000
     return args
 
 
-def layer_stats(params, h, x, seed):
-    """(modes=2, layers) variance and mean of each hidden layer on the probe ``x``."""
-    key = jax.random.fold_in(jax.random.key(seed), 12345)  # fixed across training
-    out = []
-    for k in (None, key):
-        acts = mlp_hidden(params, x, key=k, rates=h["rate"])
-        out.append(jnp.stack([jnp.stack([a.var(0).mean(), a.mean()]) for a in acts]))
-    s = jnp.stack(out)  # (mode, layer, 2)
-    return s[..., 0], s[..., 1]
+def error(params, hp, batch):
+    """Per-example 0/1 error without dropout."""
+    return (jnp.argmax(mlp(params, batch["x"]), -1) != batch["y"]).astype(jnp.float32)
+
+
+def layer_metric(mode, layer, stat):
+    """A scalar metric: the layer's activation variance (mean over units) or mean."""
+
+    def metric(params, hp, batch):
+        # One fixed mask key per model (train mode), so only the weights change.
+        key = jax.random.fold_in(jax.random.key(hp["seed"]), 12345) if mode == "train" else None
+        a = mlp_hidden(params, batch["x"], key=key, rates=hp["rate"])[layer]
+        return a.var(0).mean() if stat == "variance" else a.mean()
+
+    return metric
+
+
+METRICS = {
+    (mode, layer, stat): layer_metric(mode, layer, stat)
+    for mode in MODES
+    for layer in range(len(WIDTHS))
+    for stat in ("variance", "mean")
+}
 
 
 def main() -> None:
@@ -95,76 +118,167 @@ def main() -> None:
         return report(rows, args, start)
     chunk = 20 if args.smoke else 100
     steps = -(-args.steps // chunk) * chunk
-    data = load_data(num_samples=1000) if args.smoke else load_data()
-    hp = grid(rate=args.rates, seed=list(range(args.seeds)))  # float64: rows keep 0.2 exact
-    h = {"rate": jnp.asarray(hp["rate"])}
-    k = len(hp["rate"])
-    trainer = Trainer(
-        init=lambda key: init_mlp(key, (data.num_features, *WIDTHS, data.num_classes)),
-        apply=lambda params, hh, x, key: mlp(params, x, key=key, rates=hh["rate"]),
-        optimizer=lambda hh: optax.adam(1e-3),
+    data = load_data(num_samples=1000, val_size=200) if args.smoke else load_data(val_size=1000)
+    train = {"x": data.x_train, "y": data.y_train}
+    val = {"x": data.x_val, "y": data.y_val}
+    test = {"x": data.x_test, "y": data.y_test}
+    probe = {"x": data.x_val[:PROBE]}  # fixed probe batch from the validation split
+    grid = jg.product(rate=args.rates, seed=list(range(args.seeds)))
+    rates = [args.rates[i // args.seeds] for i in range(grid.size)]
+    seeds = [int(s) for s in grid.hparams["seed"]]
+    trainer = jg.Trainer(
+        init=lambda key, hp: init_mlp(key, (data.num_features, *WIDTHS, data.num_classes)),
+        loss=lambda params, hp, batch, key: cross_entropy(
+            mlp(params, batch["x"], key=key, rates=hp["rate"]), batch["y"]
+        ),
+        optimizer=lambda hp: optax.adam(1e-3),
         batch_size=128,
         chunk_steps=chunk,
+        strategy="vmap",
+        validation=error,
     )
-    x, y, x_test, y_test = trainer.put_data(data.x_train, data.y_train, data.x_test, data.y_test)
-    probe = jnp.asarray(data.x_test[:PROBE])
-    measure = jax.jit(jax.vmap(layer_stats, in_axes=(0, 0, None, 0)))
-    seeds = jnp.asarray(hp["seed"])
-
+    metrics = {"/".join(map(str, k)): f for k, f in METRICS.items()}
     rows = []
-    state = trainer.init_state(h, hp["seed"])
 
-    def record(state):
-        var, mean = (np.asarray(a) for a in measure(state.params, h, probe, seeds))
-        err = 1.0 - np.asarray(trainer.evaluate(state.params, h, x_test, y_test)[1])
-        step = int(np.asarray(state.step)[0])
-        for i in range(k):
-            for m, mode in enumerate(("eval", "train")):
+    def record(st, step):
+        m = trainer.evaluate(st, probe, metrics)
+        errs = trainer.evaluate(st, val, {"val": error})
+        errs.update(trainer.evaluate(st, test, {"test": error}))
+        for i in range(grid.size):
+            for mode in MODES:
                 for layer in range(len(WIDTHS)):
                     rows.append(
                         {
-                            "rate": float(hp["rate"][i]),
-                            "seed": int(hp["seed"][i]),
+                            "rate": rates[i],
+                            "seed": seeds[i],
                             "step": step,
                             "layer": layer + 1,
                             "mode": mode,
-                            "variance": float(var[i, m, layer]),
-                            "mean": float(mean[i, m, layer]),
-                            "test_err": round(float(err[i]), 5),
+                            "variance": float(m[f"{mode}/{layer}/variance"][i]),
+                            "mean": float(m[f"{mode}/{layer}/mean"][i]),
+                            "val_err": round(float(errs["val"][i]), 5),
+                            "test_err": round(float(errs["test"][i]), 5),
                         }
                     )
 
-    record(state)
-    bar = progress(steps // chunk, models=k, chunk_steps=chunk)
-    for _ in range(steps // chunk):
-        state, _ = trainer.chunk(state, h, x, y)
-        record(state)
+    state = trainer.init_state(grid, train)
+    record(state, 0)
+    bar = progress(steps // chunk, models=grid.size, chunk_steps=chunk)
+
+    def after_chunk(st, c):
+        record(st, (c + 1) * chunk)
         bar.update(1)
+
+    trainer.train(state, train, steps=steps, validation_data=val, callback=after_chunk)
     bar.close()
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, "variance.csv"), rows)
     report(rows, args, start)
 
 
+def log_ratio_text(res):
+    """A paired difference of logs as a ratio: ``x1.23 [x1.10, x1.37] (p=0.004)``."""
+    m, lo, hi = (float(np.exp(v)) for v in (res.mean, res.low, res.high))
+    return f"x{m:.2f} [x{lo:.2f}, x{hi:.2f}] (p={res.p:.2g})"
+
+
+def compare(rows, args):
+    """Paired comparisons over seeds (Holm over the whole family); rows for a CSV."""
+    last = max(r["step"] for r in rows)
+    layers = range(1, len(WIDTHS) + 1)
+    pairs, labels = [], []
+    for rate in args.rates[1:]:
+        for layer in layers:
+            for mode in MODES:  # dropout net's variance / no-dropout net's, end of training
+                pairs.append(
+                    (
+                        np.log(at(rows, rate, layer, mode, "variance", last)),
+                        np.log(at(rows, 0.0, layer, "eval", "variance", last)),
+                    )
+                )
+                labels.append(("end/none", rate, layer, mode))
+            for step in (0, last):  # train mode / eval mode at fixed weights
+                pairs.append(
+                    (
+                        np.log(at(rows, rate, layer, "train", "variance", step)),
+                        np.log(at(rows, rate, layer, "eval", "variance", step)),
+                    )
+                )
+                labels.append(("train/eval", rate, layer, f"step {step}"))
+    out = []
+    for (kind, rate, layer, what), res in zip(labels, _stats.paired_holm(pairs), strict=True):
+        out.append(
+            {
+                "ratio": kind,
+                "rate": rate,
+                "layer": layer,
+                "which": what,
+                "ratio_mean": round(float(np.exp(res.mean)), 4),
+                "ratio_low": round(float(np.exp(res.low)), 4),
+                "ratio_high": round(float(np.exp(res.high)), 4),
+                "p_holm": round(res.p, 6),
+                "verdict": res.verdict("lower", "higher"),
+                "text": log_ratio_text(res),
+            }
+        )
+    return out
+
+
 def report(rows, args, start):
     plot(rows, args)
-
+    last = max(r["step"] for r in rows)
+    comps = compare(rows, args)
+    write_csv(os.path.join(args.out, "ratios.csv"), comps)
     table = []
     for rate in args.rates:
         for layer in range(1, len(WIDTHS) + 1):
-            ev = final(rows, rate, layer, "eval", "variance")
-            tr = final(rows, rate, layer, "train", "variance")
-            table.append([f"{rate:g}", layer, mean_std(ev), mean_std(tr), mean_std(tr / ev, ".2f")])
-        table.append(
-            [f"{rate:g}", "test err", mean_std(final(rows, rate, 1, "eval", "test_err")), "", ""]
-        )
-    steps = max(r["step"] for r in rows)
+            ev = at(rows, rate, layer, "eval", "variance", last)
+            tr = at(rows, rate, layer, "train", "variance", last)
+            table.append([f"{rate:g}", layer, _stats.mean_sd(ev), _stats.mean_sd(tr)])
     print(
-        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {steps} steps, "
-        f"{args.seeds} seeds; variance on {PROBE} probe examples at the last step\n"
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam 1e-3, {last} steps, "
+        f"{args.seeds} seeds; variance on {PROBE} validation examples at the last step "
+        "(mean ± sd, ddof=1)\n"
     )
-    print(markdown_table(["rate", "layer", "eval-mode var", "train-mode var", "train/eval"], table))
+    print(markdown_table(["rate", "layer", "eval-mode var", "train-mode var"], table))
+    print(
+        "\nPaired ratios over seeds (geometric mean, 95% interval, Holm over all "
+        f"{len(comps)} ratios):\n"
+    )
+    print(
+        markdown_table(
+            ["ratio", "rate", "layer", "which", "ratio [95% CI] (p)", "verdict"],
+            [
+                [c["ratio"], f"{c['rate']:g}", c["layer"], c["which"], c["text"], c["verdict"]]
+                for c in comps
+            ],
+        )
+    )
+    # Error: rate chosen on validation, test error reported there; paired vs no dropout.
+    val = {r: at(rows, r, 1, "eval", "val_err", last) for r in args.rates}
+    test = {r: at(rows, r, 1, "eval", "test_err", last) for r in args.rates}
+    chosen = min(args.rates, key=lambda r: (val[r].mean(), r))
+    lines = [
+        [f"{r:g}", _stats.mean_sd(100 * val[r], ".1f"), _stats.mean_sd(100 * test[r], ".1f")]
+        for r in args.rates
+    ]
+    print()
+    print(markdown_table(["rate", "val err %", "test err %"], lines))
+    if chosen != 0.0:
+        d = _stats.paired(test[chosen], test[0.0])
+        print(
+            f"\nrate chosen on validation: {chosen:g}; test error minus no dropout: "
+            f"{d.format(100, '+.1f')} points ({d.verdict('lower', 'higher')})"
+        )
+    else:
+        print("\nrate chosen on validation: 0 (no dropout)")
     print(f"\nwrote {args.out}/ in {time.perf_counter() - start:.0f} s")
+
+
+def at(rows, rate, layer, mode, key, step):
+    """Per-seed values of ``key`` at ``step``."""
+    steps, v = series(rows, rate, layer, mode, key)
+    return v[:, list(steps).index(step)]
 
 
 def series(rows, rate, layer, mode, key="variance"):
@@ -173,10 +287,6 @@ def series(rows, rate, layer, mode, key="variance"):
     seeds = sorted({r["seed"] for r in sel})
     table = {(r["seed"], r["step"]): r[key] for r in sel}
     return np.array(steps), np.array([[table[s, t] for t in steps] for s in seeds])
-
-
-def final(rows, rate, layer, mode, key):
-    return series(rows, rate, layer, mode, key)[1][:, -1]
 
 
 def plot(rows, args):
@@ -206,9 +316,9 @@ def plot(rows, args):
     axes[0].legend(fontsize=8)
     ax = axes[-1]
     for rate in args.rates:
-        steps, e = series(rows, rate, 1, "eval", "test_err")
+        steps, e = series(rows, rate, 1, "eval", "val_err")
         plot_band(ax, steps[1:], 100 * e[:, 1:], label=f"rate {rate:g}", color=colors[rate])
-    ax.set(xlabel="training step", ylabel="test error (%)", title="test error (eval mode)")
+    ax.set(xlabel="training step", ylabel="validation error (%)", title="validation error")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.suptitle(
@@ -218,7 +328,7 @@ def plot(rows, args):
         fontsize=10,
     )
     fig.tight_layout()
-    save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=80)
+    save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=100)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ CASES = {
     ),
     "activation_variance": (
         "variance.csv",
-        ["rate", "seed", "step", "layer", "mode", "variance", "mean", "test_err"],
+        ["rate", "seed", "step", "layer", "mode", "variance", "mean", "val_err", "test_err"],
         2 * 2 * 3 * 3 * 2,  # rates x seeds x measurements (0, 20, 40) x layers x modes
     ),
     "l1_proximal": (
