@@ -14,9 +14,11 @@ and one of five regularizers on the kernels (biases are not penalised):
   the loss;
 * elastic net proximal: ``jaxreg.optax.proximal_elastic_net(lr, strength=s, l1_ratio=0.5)``.
 
-All methods x strengths x seeds form one vmapped program: every model carries all five
-strengths as traced hyperparameters, the unused ones 0 (a zero strength is the
-identity). Writes ``l1.csv`` and ``l1_proximal.png`` to ``--out``.
+All methods x strengths x seeds form one ``jaxreg.grid`` program: every model carries all
+four strengths as traced hyperparameters, the unused ones 0 (a zero strength is the
+identity). Strengths are chosen on a validation split; accuracy differences are paired
+over seeds with 95% intervals, Holm-corrected. Writes ``l1.csv``, ``comparisons.csv``
+and ``l1_proximal.png`` to ``--out``.
 
 Run: python examples/l1_proximal.py [--smoke] [--out DIR]
 """
@@ -24,31 +26,34 @@ Run: python examples/l1_proximal.py [--smoke] [--out DIR]
 from __future__ import annotations
 
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _stats
 import jax.numpy as jnp
 import numpy as np
 import optax
 from _common import (
-    Trainer,
     atomic_path,
+    cross_entropy,
     example_parser,
     float_list,
     init_mlp,
     load_data,
     markdown_table,
     matplotlib_pyplot,
-    mean_std,
     mlp,
     positive_int,
     progress,
     read_csv,
     save_figure,
-    to_host,
     write_csv,
 )
 
 import jaxreg
+import jaxreg.grid as jg
 import jaxreg.optax
 
 NAME = "l1_proximal"
@@ -63,6 +68,7 @@ METHODS = {  # method -> label
     "en_prox": "elastic net proximal",
 }
 HP = ("l1_sub", "l1_prox", "en_sub", "en_prox")
+KERNELS = jaxreg.kernels_only
 
 
 def parse_args():
@@ -76,17 +82,37 @@ def parse_args():
         args.strengths = [1e-4, 1e-3] if args.smoke else [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3]
     args.strengths = [s for s in args.strengths if s > 0]
     if args.seeds is None:
-        args.seeds = 2 if args.smoke else 3
+        args.seeds = 2 if args.smoke else 5
     if args.steps is None:
         args.steps = 40 if args.smoke else 3000
     return args
 
 
-def models(args):
-    """One row per model: method, strength, seed (the "none" method once per seed)."""
-    out = [("none", 0.0, s) for s in range(args.seeds)]
-    out += [(m, st, s) for m in HP for st in args.strengths for s in range(args.seeds)]
-    return out
+def settings(args):
+    """(method, strength) per setting: "none" once, then every method x strength."""
+    return [("none", 0.0)] + [(m, st) for m in HP for st in args.strengths]
+
+
+def penalty(params, h):
+    return jaxreg.l1_penalty(params, strength=h["l1_sub"], where=KERNELS) + (
+        jaxreg.elastic_net_penalty(params, strength=h["en_sub"], l1_ratio=0.5, where=KERNELS)
+    )
+
+
+def loss(params, h, batch, key):
+    return cross_entropy(mlp(params, batch["x"]), batch["y"]) + penalty(params, h)
+
+
+def optimizer(h):
+    return optax.chain(
+        optax.sgd(LR),
+        jaxreg.optax.proximal_l1(LR, strength=h["l1_prox"], where=KERNELS),
+        jaxreg.optax.proximal_elastic_net(LR, strength=h["en_prox"], l1_ratio=0.5, where=KERNELS),
+    )
+
+
+def accuracy(params, h, batch):
+    return (jnp.argmax(mlp(params, batch["x"]), -1) == batch["y"]).astype(jnp.float32)
 
 
 def main() -> None:
@@ -105,50 +131,39 @@ def main() -> None:
         return report(rows, shown, args, start)
     chunk = 20 if args.smoke else 100
     steps = -(-args.steps // chunk) * chunk
-    data = load_data(num_samples=1000) if args.smoke else load_data()
-    table = models(args)
-    hp = {m: np.float32([st if meth == m else 0.0 for meth, st, _ in table]) for m in HP}
-    hp = {k: jnp.asarray(v) for k, v in hp.items()}
-    seeds = np.int32([s for *_, s in table])
-    kernels = jaxreg.kernels_only
-
-    def penalty(params, h):
-        return jaxreg.l1_penalty(params, strength=h["l1_sub"], where=kernels) + (
-            jaxreg.elastic_net_penalty(params, strength=h["en_sub"], l1_ratio=0.5, where=kernels)
-        )
-
-    def optimizer(h):
-        return optax.chain(
-            optax.sgd(LR),
-            jaxreg.optax.proximal_l1(LR, strength=h["l1_prox"], where=kernels),
-            jaxreg.optax.proximal_elastic_net(
-                LR, strength=h["en_prox"], l1_ratio=0.5, where=kernels
-            ),
-        )
-
-    trainer = Trainer(
-        init=lambda key: init_mlp(key, (data.num_features, *WIDTHS, data.num_classes)),
-        apply=lambda params, h, x, key: mlp(params, x),
+    data = load_data(num_samples=1000, val_size=200) if args.smoke else load_data(val_size=1000)
+    train = {"x": data.x_train, "y": data.y_train}
+    val = {"x": data.x_val, "y": data.y_val}
+    test = {"x": data.x_test, "y": data.y_test}
+    sets = settings(args)
+    # Every model carries all four strengths as traced hyperparameters, the unused ones
+    # 0 (a zero strength is the identity): one program for every method.
+    rows_grid = jg.rows([{m: st if meth == m else 0.0 for m in HP} for meth, st in sets])
+    grid = jg.product(rows_grid, seed=list(range(args.seeds)))
+    trainer = jg.Trainer(
+        init=lambda key, h: init_mlp(key, (data.num_features, *WIDTHS, data.num_classes)),
+        loss=loss,
         optimizer=optimizer,
         batch_size=128,
         chunk_steps=chunk,
-        penalty=penalty,
+        strategy="vmap",
     )
-    x, y, x_test, y_test = trainer.put_data(data.x_train, data.y_train, data.x_test, data.y_test)
-    state = trainer.init_state(hp, seeds)
-    bar = progress(steps // chunk, models=len(table), chunk_steps=chunk)
-    for _ in range(steps // chunk):
-        state, loss = trainer.chunk(state, hp, x, y)
-        bar.update(1)
+    state = trainer.init_state(grid, train)
+    bar = progress(steps // chunk, models=grid.size, chunk_steps=chunk)
+    state = trainer.train(state, train, steps=steps, callback=lambda st, c: bar.update(1))
     bar.close()
-    _, acc = trainer.evaluate(state.params, hp, x_test, y_test)
-    _, train_acc = trainer.evaluate(state.params, hp, x, y)
-    params = to_host(state.params)
-    acc, train_acc, loss = np.asarray(acc), np.asarray(train_acc), np.asarray(loss)
+    acc = {
+        name: trainer.evaluate(state, d, {"acc": accuracy})["acc"]
+        for name, d in (("test", test), ("val", val), ("train", train))
+    }
+    last_loss = state.to_host(state.loss)
+    params = state.to_host(state.params)
 
     rows = []
     weights = {}
-    for i, (meth, st, seed) in enumerate(table):
+    for i in range(grid.size):
+        meth, st = sets[i // args.seeds]
+        seed = int(grid.hparams["seed"][i])
         w = [p["kernel"][i] for p in params]
         flat = np.concatenate([a.ravel() for a in w])
         weights[meth, st, seed] = flat
@@ -157,9 +172,10 @@ def main() -> None:
                 "method": meth,
                 "strength": st,
                 "seed": seed,
-                "test_acc": round(float(acc[i]), 5),
-                "train_acc": round(float(train_acc[i]), 5),
-                "train_loss": round(float(loss[i]), 5),
+                "test_acc": round(float(acc["test"][i]), 5),
+                "val_acc": round(float(acc["val"][i]), 5),
+                "train_acc": round(float(acc["train"][i]), 5),
+                "train_loss": round(float(last_loss[i]), 5),
                 "zero_frac": float(np.mean(flat == 0)),
                 "small_frac": float(np.mean(np.abs(flat) < SMALL)),
                 "dead_inputs": int(np.sum(np.all(w[0] == 0, axis=1))),
@@ -177,9 +193,53 @@ def main() -> None:
     report(rows, shown, args, start)
 
 
+def values(rows, meth, st, key):
+    return np.array(
+        [
+            r[key]
+            for r in sorted(rows, key=lambda r: r["seed"])
+            if r["method"] == meth and r["strength"] == st
+        ],
+        np.float64,
+    )
+
+
+def chosen_strength(rows, meth, strengths):
+    """The strength with the highest mean validation accuracy."""
+    return max(strengths, key=lambda st: (values(rows, meth, st, "val_acc").mean(), -st))
+
+
+def compare(rows, args):
+    """Paired test-accuracy differences (points), Holm over the whole family."""
+    pairs, labels = [], []
+    for sub, prox in (("l1_sub", "l1_prox"), ("en_sub", "en_prox")):
+        for st in args.strengths:  # same objective, two optimisers
+            pairs.append((values(rows, prox, st, "test_acc"), values(rows, sub, st, "test_acc")))
+            labels.append(f"{METHODS[prox]} - {METHODS[sub]}, s={st:g}")
+    none = values(rows, "none", 0.0, "test_acc")
+    for meth in HP:  # each method at its validation-chosen strength vs no penalty
+        st = chosen_strength(rows, meth, args.strengths)
+        pairs.append((values(rows, meth, st, "test_acc"), none))
+        labels.append(f"{METHODS[meth]} (s={st:g}, chosen on val) - none")
+    out = []
+    for label, res in zip(labels, _stats.paired_holm(pairs), strict=True):
+        out.append(
+            {
+                "comparison": label,
+                "mean_pp": round(100 * res.mean, 3),
+                "low_pp": round(100 * res.low, 3),
+                "high_pp": round(100 * res.high, 3),
+                "p_holm": round(res.p, 5),
+                "verdict": res.verdict("lower", "higher"),
+            }
+        )
+    return out
+
+
 def report(rows, shown, args, start):
     plot(rows, shown, args)
-
+    comps = compare(rows, args)
+    write_csv(os.path.join(args.out, "comparisons.csv"), comps)
     lines = []
     for meth in METHODS:
         for st in [0.0] if meth == "none" else args.strengths:
@@ -188,29 +248,46 @@ def report(rows, shown, args, start):
                 [
                     METHODS[meth],
                     f"{st:g}",
-                    mean_std([r["test_acc"] for r in sel]),
-                    mean_std([100 * r["zero_frac"] for r in sel], ".1f"),
-                    mean_std([100 * r["small_frac"] for r in sel], ".1f"),
-                    mean_std([r["dead_inputs"] for r in sel], ".1f"),
-                    mean_std([r["dead_units"] for r in sel], ".1f"),
+                    _stats.mean_sd([100 * r["val_acc"] for r in sel], ".1f"),
+                    _stats.mean_sd([100 * r["test_acc"] for r in sel], ".1f"),
+                    _stats.mean_sd([100 * r["zero_frac"] for r in sel], ".1f"),
+                    _stats.mean_sd([100 * r["small_frac"] for r in sel], ".1f"),
+                    _stats.mean_sd([r["dead_inputs"] for r in sel], ".1f"),
+                    _stats.mean_sd([r["dead_units"] for r in sel], ".1f"),
                 ]
             )
     print(
-        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, SGD lr {LR}, "
-        f"{args.seeds} seeds, {next(iter(shown.values())).size} kernel weights\n"
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, SGD lr {LR}, {args.seeds} seeds "
+        f"(mean ± sd, ddof=1), {next(iter(shown.values())).size} kernel weights\n"
     )
     print(
         markdown_table(
             [
                 "method",
                 "strength s",
-                "test acc",
+                "val acc %",
+                "test acc %",
                 "% exactly 0",
                 f"% |w| < {SMALL:g}",
                 "inputs cut (of 40)",
                 f"hidden units cut (of {sum(WIDTHS)})",
             ],
             lines,
+        )
+    )
+    print("\nPaired test-accuracy differences, points, 95% intervals (Holm over the family):\n")
+    print(
+        markdown_table(
+            ["comparison", "difference [95% CI]", "p (Holm)", "verdict"],
+            [
+                [
+                    c["comparison"],
+                    f"{c['mean_pp']:+.2f} [{c['low_pp']:+.2f}, {c['high_pp']:+.2f}]",
+                    f"{c['p_holm']:.2g}",
+                    c["verdict"],
+                ]
+                for c in comps
+            ],
         )
     )
     print(f"\nwrote {args.out}/ in {time.perf_counter() - start:.0f} s")
@@ -233,7 +310,7 @@ def plot(rows, shown, args):
         axes[0].errorbar(
             s,
             z.mean(1),
-            yerr=z.std(1),
+            yerr=z.std(1, ddof=1) if z.shape[1] > 1 else None,
             marker="o",
             capsize=3,
             color=colors[meth],
@@ -244,7 +321,7 @@ def plot(rows, shown, args):
             axes[0].errorbar(
                 s,
                 z.mean(1),
-                yerr=z.std(1),
+                yerr=z.std(1, ddof=1) if z.shape[1] > 1 else None,
                 marker="x",
                 ls=":",
                 capsize=3,
@@ -255,7 +332,7 @@ def plot(rows, shown, args):
         axes[1].errorbar(
             s,
             a.mean(1),
-            yerr=a.std(1),
+            yerr=a.std(1, ddof=1) if a.shape[1] > 1 else None,
             marker="o",
             capsize=3,
             color=colors[meth],
@@ -274,12 +351,13 @@ def plot(rows, shown, args):
         xscale="log",
         xlabel="strength s (log scale)",
         ylabel="test accuracy (%)",
-        title="Test accuracy (mean ± std over seeds)",
+        title="Test accuracy (mean ± sd over seeds)",
     )
     # Histogram of |w| at one strength: subgradient vs proximal (seed 0).
-    # The strongest s whose proximal accuracy is within 1 point of no penalty.
-    prox_acc = 100 * by_strength(rows, "l1_prox", "test_acc", s).mean(1)
-    ok = [st for st, a in zip(s, prox_acc, strict=True) if a >= base.mean() - 1]
+    # The strongest s whose proximal VALIDATION accuracy is within 1 point of no penalty.
+    prox_acc = 100 * by_strength(rows, "l1_prox", "val_acc", s).mean(1)
+    base_val = 100 * np.array([r["val_acc"] for r in rows if r["method"] == "none"])
+    ok = [st for st, a in zip(s, prox_acc, strict=True) if a >= base_val.mean() - 1]
     st = max(ok) if ok else s[0]
     bins = np.linspace(-8, 0, 49)
     for meth in ("l1_sub", "l1_prox"):
@@ -302,10 +380,10 @@ def plot(rows, shown, args):
         ax.legend(fontsize=7)
     fig.suptitle(
         f"L1 subgradient vs proximal L1 (and elastic net, l1 = l2 = s/2), MLP "
-        f"40-128-128-10 on MNIST-1D, SGD lr {LR}; error bars: std over {args.seeds} seeds"
+        f"40-128-128-10 on MNIST-1D, SGD lr {LR}; error bars: sd over {args.seeds} seeds"
     )
     fig.tight_layout()
-    save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=80)
+    save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=100)
 
 
 if __name__ == "__main__":

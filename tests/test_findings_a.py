@@ -37,6 +37,7 @@ CASES = {
             "strength",
             "seed",
             "test_acc",
+            "val_acc",
             "train_acc",
             "train_loss",
             "zero_frac",
