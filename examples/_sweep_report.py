@@ -45,10 +45,8 @@ def write(args, out: str, grid, rows: list[dict], speed: float, num_test: int) -
     train, val, test = (
         cube(args, rows, c) for c in ("train_accuracy", "val_accuracy", "test_accuracy")
     )
-    mean, sd = (
-        test.mean(-1) * 100,
-        (test.std(-1, ddof=1) if args.seeds > 1 else 0 * test[..., 0]) * 100,
-    )
+    mean = test.mean(-1) * 100
+    sd = test.std(-1, ddof=1) * 100 if args.seeds > 1 else np.zeros_like(mean)  # ddof=1
     best = np.unravel_index(np.argmin(val.mean(-1)), mean.shape)
     decayed = "kernels and biases" if args.decay_biases else "kernels only, biases not decayed"
     print(

@@ -14,21 +14,38 @@ import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from jaxreg._checks import fail
 from jaxreg.grid import _data, _evaluate, _keys, _state
 
 PyTree = Any
-PROBE_STEPS = 4
-PROBE_REPEATS = 5
 PROBE_BIG_GROUP = 8
 
 
 class Plan(NamedTuple):
-    """How a grid runs: ``strategy`` ("vmap" or "map"), ``group_size`` under "map", and
-    the probe's seconds per probe call for each candidate (empty when not measured)."""
+    """How a grid runs: ``strategy`` ("vmap" or "map") and ``group_size`` under "map".
+
+    ``timings``: the probe's seconds for one chunk of each candidate (empty when the
+    plan was not measured).
+    """
 
     strategy: str
     group_size: int
     timings: dict
+
+    @property
+    def code(self) -> int:
+        """The plan as ``GridState.plan`` records it: 0 vmap, g > 0 map in groups of g."""
+        return 0 if self.strategy == "vmap" else self.group_size
+
+    @staticmethod
+    def from_code(code: int) -> Plan:
+        """The plan of a ``GridState.plan`` value (>= 0)."""
+        return Plan("vmap", 1, {}) if code == 0 else Plan("map", int(code), {})
+
+    @property
+    def name(self) -> str:
+        """``"vmap"`` or ``"map(group_size=g)"``."""
+        return "vmap" if self.strategy == "vmap" else f"map(group_size={self.group_size})"
 
 
 def split_loss(out: Any, has_aux: bool) -> tuple[jax.Array, Any]:
@@ -39,6 +56,7 @@ def split_loss(out: Any, has_aux: bool) -> tuple[jax.Array, Any]:
 
 def model_chunk(
     trainer,
+    plan: Plan,
     st: _state.GridState,
     data,
     subsets,
@@ -81,7 +99,7 @@ def model_chunk(
             val_subsets, None,
         )  # fmt: skip
         if value.ndim:
-            raise _evaluate.fail(
+            raise fail(
                 "grid.Trainer.train",
                 f"validation must return a scalar or per-example values, got shape "
                 f"{value.shape} after averaging over the examples.",
@@ -91,6 +109,7 @@ def model_chunk(
     def skip(st):  # a stopped model: nothing changes but the clock
         return st._replace(step=st.step + steps)
 
+    st = st._replace(plan=jnp.int32(plan.code))
     return jax.lax.cond(st.active, run, skip, st)
 
 
@@ -100,8 +119,13 @@ def over_models(fn: Callable, strategy: str, group_size: int, num_shared: int) -
     def local(tree, *shared):
         if strategy == "vmap":
             return jax.vmap(fn, in_axes=(0,) + (None,) * num_shared)(tree, *shared)
-        one = lambda t: fn(t, *shared)  # noqa: E731
-        return jax.lax.map(one, tree, batch_size=None if group_size == 1 else group_size)
+        # Groups of g > 1 are vmapped: XLA compiles each model as under "vmap" and the
+        # numbers agree bit for bit. Groups of 1 run without a model axis (a loop inside
+        # the program): fastest where vmap lowers badly (convolutions on a CPU), but
+        # XLA may round differently than under vmap.
+        return jax.lax.map(
+            lambda t: fn(t, *shared), tree, batch_size=None if group_size == 1 else group_size
+        )
 
     return local
 
@@ -122,7 +146,7 @@ def sharded(local: Callable, mesh: Mesh, num_shared: int, *, donate: bool) -> Ca
 def chunk_program(trainer, mesh, plan: Plan, *, steps: int, has_aux: bool, donate: bool):
     def one(st, data, subsets, val_data, val_subsets):
         return model_chunk(
-            trainer, st, data, subsets, val_data, val_subsets, steps=steps, has_aux=has_aux
+            trainer, plan, st, data, subsets, val_data, val_subsets, steps=steps, has_aux=has_aux
         )
 
     return sharded(over_models(one, plan.strategy, plan.group_size, 4), mesh, 4, donate=donate)
@@ -130,55 +154,52 @@ def chunk_program(trainer, mesh, plan: Plan, *, steps: int, has_aux: bool, donat
 
 def candidates(local_models: int) -> list[Plan]:
     """What ``"auto"`` measures: vmap, map one by one, map in groups of 8 (>= 16 models)."""
-    if local_models == 1:
-        return [Plan("vmap", 1, {})]
     plans = [Plan("vmap", 1, {}), Plan("map", 1, {})]
     if local_models >= 2 * PROBE_BIG_GROUP:
         plans.append(Plan("map", PROBE_BIG_GROUP, {}))
     return plans
 
 
-def probe(trainer, mesh, state, args: tuple, *, has_aux: bool) -> tuple[Plan, Callable | None]:
-    """Times a ``PROBE_STEPS``-step chunk under each candidate; returns the fastest.
+@jax.jit
+def copy(tree: PyTree) -> PyTree:
+    """New buffers with the same values (for a program that consumes its input)."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
 
-    Each candidate is compiled once and run ``PROBE_REPEATS + 1`` times on the same
-    (not donated) state; its time is the minimum over the timed runs. With several
-    processes, process 0's choice is used by all. Also returns the winner's program
-    when the probe's chunk is the trainer's (``chunk_steps <= PROBE_STEPS``), else None.
+
+def probe(trainer, mesh, state, args: tuple) -> tuple[Plan, Callable]:
+    """Runs one chunk under each candidate; returns the fastest plan and its program.
+
+    Each candidate's chunk is compiled and run once on a copy of ``state``; the others'
+    compiled programs are dropped.
+
+    The probe's runs are thrown away: training starts from ``state`` whatever the
+    choice. With several processes, process 0's choice is used by all.
     """
-    local_models = state.num_models // mesh.size
-    plans = candidates(local_models)
-    if len(plans) == 1:
-        return plans[0], None
-    steps = min(PROBE_STEPS, trainer.chunk_steps)
+    plans = candidates(state.num_models // mesh.size)
     timings, programs = {}, []
     for plan in plans:
-        fn = chunk_program(trainer, mesh, plan, steps=steps, has_aux=has_aux, donate=False)
-        jax.block_until_ready(fn(state, *args))  # compiles
-        best = np.inf
-        for _ in range(PROBE_REPEATS):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(state, *args))
-            best = min(best, time.perf_counter() - t0)
-        timings[name(plan)] = best
-        programs.append(fn)
-    choice = int(np.argmin([timings[name(p)] for p in plans]))
+        fn = chunk_program(trainer, mesh, plan, steps=trainer.chunk_steps,
+                           has_aux=state.aux is not None, donate=True)  # fmt: skip
+        compiled = fn.lower(state, *args).compile()
+        start = jax.block_until_ready(copy(state))
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(start, *args))
+        timings[plan.name] = time.perf_counter() - t0
+        programs.append(compiled)
+    choice = int(np.argmin([timings[p.name] for p in plans]))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         choice = int(multihost_utils.broadcast_one_to_all(np.int32(choice)))
-    reuse = programs[choice] if steps == trainer.chunk_steps else None
-    return plans[choice]._replace(timings=timings), reuse
-
-
-def name(plan: Plan) -> str:
-    return "vmap" if plan.strategy == "vmap" else f"map(group_size={plan.group_size})"
+    return plans[choice]._replace(timings=timings), programs[choice]
 
 
 @functools.lru_cache(maxsize=32)
 def init_program(init: Callable, optimizer: Callable, mesh: Mesh, with_best: bool) -> Callable:
-    """Fresh states from ``(hparams, valid, aux)`` (shared by trainers with the same
-    functions, so a second trainer of the same model compiles nothing new)."""
+    """Fresh states from ``(hparams, valid, aux)``.
+
+    Cached on the functions, so a second trainer of the same model compiles nothing new.
+    """
 
     def one(tree):
         hp, valid, aux = tree
