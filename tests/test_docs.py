@@ -11,6 +11,7 @@ its default state (off), as a user runs them; the rest of the suite turns it on.
 import contextlib
 import io
 import linecache
+import os
 import pathlib
 import re
 import shutil
@@ -130,6 +131,7 @@ def test_site_builds_strictly_and_offline(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
         timeout=300,
