@@ -163,3 +163,18 @@ def _is_plain_link(text: str, start: int) -> bool:
     """Whether the attribute at ``start`` belongs to an ``<a>`` element (a link, not a load)."""
     tag = text.rfind("<", 0, start)
     return text[tag : tag + 3] == "<a "
+
+
+def test_api_reference_lists_every_public_name():
+    # docs/api/jaxreg.md groups the core by topic, so a new public name must be added.
+    import jaxreg
+
+    page = (ROOT / "docs" / "api" / "jaxreg.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^::: jaxreg\.(\w+)\s*$", page, flags=re.MULTILINE))
+    assert listed == set(jaxreg.__all__), (
+        f"add to docs/api/jaxreg.md: {sorted(set(jaxreg.__all__) - listed)}; "
+        f"remove: {sorted(listed - set(jaxreg.__all__))}"
+    )
+    for module in ("optax", "linen", "nnx"):
+        page = (ROOT / "docs" / "api" / f"{module}.md").read_text(encoding="utf-8")
+        assert f"::: jaxreg.{module}" in page, module
