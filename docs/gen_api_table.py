@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 # The public modules, in the order the table shows them. Add new ones here.
-MODULES = ("jaxreg", "jaxreg.optax", "jaxreg.linen", "jaxreg.nnx")
+MODULES = ("jaxreg", "jaxreg.optax", "jaxreg.linen", "jaxreg.nnx", "jaxreg.grid")
 
 OUTPUT = Path(__file__).resolve().parent / "api_table.md"
 
