@@ -151,12 +151,18 @@ class Trainer:
         if done == steps:
             return state
         program = self._chunk(state, args)
+        chunk = self._steps_arg()
         state = _engine.copy(state)  # the program consumes its input
         for c in range(done // self.chunk_steps, steps // self.chunk_steps):
-            state = program(state, *args)
+            state = program(state, chunk, *args)
             if callback is not None:
                 callback(state, c)
         return state
+
+    def _steps_arg(self) -> jax.Array:
+        if "steps" not in self._cache:
+            self._cache["steps"] = _engine.steps_arg(self.chunk_steps, self.mesh)
+        return self._cache["steps"]
 
     def _signature(self, state, args) -> tuple:
         shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (state, args))
@@ -164,7 +170,7 @@ class Trainer:
         return (tree, tuple(leaves))
 
     def _plan(self, state, args) -> tuple[_engine.Plan, Callable | None]:
-        """The plan for this state and data, and its compiled program if the probe made it."""
+        """The plan for this state and data, and its program if the probe made it."""
         if self.strategy != "auto":
             return _engine.Plan(self.strategy, self.group_size or 1, {}), None
         recorded = int(_data.first_value(state.plan))
@@ -176,14 +182,12 @@ class Trainer:
         return self._cache[key]
 
     def _chunk(self, state, args):
-        plan, compiled = self._plan(state, args)
-        if compiled is not None:
-            return compiled
+        plan, probed = self._plan(state, args)
         has_aux = state.aux is not None
         key = ("chunk", plan.code, has_aux)
         if key not in self._cache:
-            self._cache[key] = _engine.chunk_program(
-                self, self.mesh, plan, steps=self.chunk_steps, has_aux=has_aux, donate=True
+            self._cache[key] = probed or _engine.chunk_program(
+                self, self.mesh, plan, has_aux=has_aux
             )
         return self._cache[key]
 
@@ -215,10 +219,7 @@ class Trainer:
         args = _inputs.prepare(
             self, "grid.Trainer.lower", state, data, subsets, validation_data, validation_subsets
         )
-        return _engine.chunk_program(
-            self, self.mesh, self._plan(state, args)[0], steps=self.chunk_steps,
-            has_aux=state.aux is not None, donate=True,
-        ).lower(state, *args)  # fmt: skip
+        return self._chunk(state, args).lower(state, self._steps_arg(), *args)
 
     # -- evaluation -------------------------------------------------------------------
 
