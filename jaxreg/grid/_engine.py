@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import time
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -158,7 +159,19 @@ def chunk_program(trainer, mesh, plan: Plan, *, has_aux: bool) -> Callable:
 
     ``steps`` is a runtime (replicated) int32, so one compile serves a chunk of any
     length: the probe's short runs and training's full chunks. Consumes ``state``.
+    Trainers with the same functions and settings share the program (and its compiles).
     """
+    settings = tuple(getattr(trainer, f) for f in PROGRAM_FIELDS)
+    return _chunk_program(settings, mesh, plan.code, has_aux)
+
+
+PROGRAM_FIELDS = ("init", "loss", "optimizer", "batch_size", "validation", "patience")
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_program(settings: tuple, mesh: Mesh, code: int, has_aux: bool) -> Callable:
+    trainer = types.SimpleNamespace(**dict(zip(PROGRAM_FIELDS, settings, strict=True)))
+    plan = Plan.from_code(code)
 
     def one(st, steps, data, subsets, val_data, val_subsets):
         return model_chunk(
@@ -237,7 +250,11 @@ def init_program(init: Callable, optimizer: Callable, mesh: Mesh, with_best: boo
     return sharded(over_models(one, "vmap", 1, 0), mesh, 0, donate=False)
 
 
-def evaluate_program(metrics: tuple, mesh, plan: Plan, *, best: bool, batch_size) -> Callable:
+@functools.lru_cache(maxsize=64)
+def evaluate_program(metrics: tuple, mesh, code: int, best: bool, batch_size) -> Callable:
+    """Per-model metric values; shared by every trainer (keyed on the metric functions)."""
+    plan = Plan.from_code(code)
+
     def one(st, data, subsets):
         params = st.best_params if best else st.params
         return {

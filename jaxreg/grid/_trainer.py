@@ -270,13 +270,10 @@ class Trainer:
             subsets = _data.pack_subsets(fn, "subsets", subsets, n)
             _data.check_subset_hparam(fn, "subsets", subsets, _data.to_host(state.hparams))
         plan = self._evaluate_plan(state)
-        names = tuple(metrics.items())
-        key = ("evaluate", names, best, batch_size, plan.code)
-        if key not in self._cache:
-            self._cache[key] = _engine.evaluate_program(
-                names, self.mesh, plan, best=best, batch_size=batch_size
-            )
-        out = self._cache[key](
+        program = _engine.evaluate_program(
+            tuple(metrics.items()), self.mesh, plan.code, best, batch_size
+        )
+        out = program(
             state,
             _data.put(data, self.mesh, models=False),
             _data.as_device_subsets(subsets, self.mesh),
