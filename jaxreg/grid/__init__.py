@@ -1,10 +1,10 @@
 """Train a regularization grid as one compiled, sharded program.
 
 ``import jaxreg.grid as jg``. Every model of a hyperparameter grid lies on one leading
-axis, its hyperparameters are traced per-model scalars (one compile for the whole
-grid), steps run in ``lax.scan`` chunks, and the model axis is split over every device
-of every process with no communication in the training step. Depends on jax, numpy and
-optax only; ``import jaxreg`` does not import it.
+axis, its hyperparameters are traced per-model scalars (one compile for the whole grid),
+steps run in compiled chunks (one XLA loop each), and the model axis is split over every
+device of every process with no communication in the training step. Depends on jax,
+numpy and optax only; ``import jaxreg`` does not import it.
 
 The user gives one model's pure functions::
 

@@ -30,7 +30,7 @@ class Trainer:
       optimizer: ``hparams -> optax.GradientTransformation``; called inside the
         compiled program, so the hyperparameters are traced scalars.
       batch_size: examples per step, drawn per model (uniformly, with replacement).
-      chunk_steps: steps per compiled chunk (one ``lax.scan``); the callback, the
+      chunk_steps: steps per compiled chunk (one ``lax.fori_loop``); the callback, the
         validation and early stopping run after each chunk.
       strategy: ``"vmap"`` (a device's models at once), ``"map"`` (in groups of
         ``group_size``, one group after the other, inside the program) or ``"auto"`` (a
