@@ -79,7 +79,13 @@ class Trainer:
     def init_state(self, grid: Grid, data: PyTree) -> _state.GridState:
         """Every model's fresh state, the model axis padded to a multiple of the mesh.
 
-        ``data`` is only looked at for its shapes (to check ``loss`` on a batch).
+        Args:
+          grid: the models (``product`` or ``rows``); a ``seed`` axis is optional (0).
+          data: the training data; only its shapes are used, to check that ``loss``
+            returns a scalar on a batch.
+
+        Returns:
+          A ``GridState`` at step 0 (also the structure a checkpoint restores into).
         """
         fn = "grid.Trainer.init_state"
         if not isinstance(grid, Grid):
