@@ -121,7 +121,11 @@ def model_chunk(
         return st._replace(step=st.step + steps)
 
     st = st._replace(plan=jnp.int32(plan.code))
-    return jax.lax.cond(st.active, run, skip, st)
+    if plan.code == 1:  # one model at a time: a real branch, a stopped model costs nothing
+        return jax.lax.cond(st.active, run, skip, st)
+    # Under vmap a cond computes both branches and selects; written as a select, XLA
+    # copies fewer loop buffers (27 against 41 copies per step in the sweep's MLP).
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(st.active, a, b), run(st), skip(st))
 
 
 def over_models(fn: Callable, strategy: str, group_size: int, num_shared: int) -> Callable:
