@@ -345,11 +345,11 @@ def main():
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
     p.add_argument("--models", default="mlp,cnn")
     p.add_argument("--flax-rates", type=int, default=32)
-    p.add_argument("--steps", help="steps per measurement, mlp,cnn (default 50,20; quick 20,5)")
+    p.add_argument("--steps", help="steps per measurement, mlp,cnn (default 50,6; quick 20,3)")
     args = p.parse_args()
     ks = [int(k) for k in (args.ks or ("1,8,32" if args.quick else "1,8,32,96")).split(",")]
     rounds = args.rounds or (1 if args.quick else 3)
-    mlp_steps, cnn_steps = map(int, (args.steps or ("20,5" if args.quick else "50,20")).split(","))
+    mlp_steps, cnn_steps = map(int, (args.steps or ("20,3" if args.quick else "50,6")).split(","))
     steps = {"mlp": mlp_steps, "cnn": cnn_steps}
     print(environment())
     results = {}
