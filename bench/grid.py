@@ -70,7 +70,9 @@ def mlp_apply(params, hp, x, key, sampler="exact", drop=True):
 
 
 def conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def cnn_init(key, hp):
@@ -118,9 +120,7 @@ def make_data(name):
 
 
 def make_grid(k):
-    return jg.rows(
-        [{"rate": float(r), "weight_decay": 1e-4} for r in np.linspace(0.05, 0.6, k)]
-    )
+    return jg.rows([{"rate": float(r), "weight_decay": 1e-4} for r in np.linspace(0.05, 0.6, k)])
 
 
 # --- the loop: one jitted single-model scan per model ------------------------------------
@@ -204,8 +204,10 @@ class Grid:
 def bench_model(name, ks, steps, rounds, results):
     data = jax.device_put(make_data(name))
     print(f"\n### {name}: {steps} steps per model per measurement, {rounds} rounds\n")
-    print("| K | loop | grid auto (choice) | grid vmap | grid map | auto / loop | vmap / loop | map / loop | auto probe+compile s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| K | loop | grid auto (choice) | grid vmap | grid map | auto / loop | vmap / loop "
+        "| map / loop | auto probe+compile s |\n|---|---|---|---|---|---|---|---|---|"
+    )
     for k in ks:
         ways = {"loop": Loop(name, k, steps)}
         ways["loop"].time(data)  # compiles
@@ -339,14 +341,16 @@ def dropout_cost(k, steps, rounds, data):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="K=1,8,32, 1 round, fewer steps")
-    p.add_argument("--ks", default="1,8,32,96")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--ks", help="comma-separated K (default 1,8,32,96; quick 1,8,32)")
+    p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
     p.add_argument("--models", default="mlp,cnn")
     p.add_argument("--flax-rates", type=int, default=32)
+    p.add_argument("--steps", help="steps per measurement, mlp,cnn (default 50,6; quick 20,3)")
     args = p.parse_args()
-    ks = [1, 8, 32] if args.quick else [int(k) for k in args.ks.split(",")]
-    rounds = 1 if args.quick else args.rounds
-    steps = {"mlp": 20 if args.quick else 50, "cnn": 5 if args.quick else 20}
+    ks = [int(k) for k in (args.ks or ("1,8,32" if args.quick else "1,8,32,96")).split(",")]
+    rounds = args.rounds or (1 if args.quick else 3)
+    mlp_steps, cnn_steps = map(int, (args.steps or ("20,3" if args.quick else "50,6")).split(","))
+    steps = {"mlp": mlp_steps, "cnn": cnn_steps}
     print(environment())
     results = {}
     for name in args.models.split(","):

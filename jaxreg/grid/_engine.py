@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import time
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,6 +21,8 @@ from jaxreg.grid import _data, _evaluate, _keys, _state
 
 PyTree = Any
 PROBE_BIG_GROUP = 8
+PROBE_STEPS = 4
+PROBE_REPEATS = 3
 
 
 class Plan(NamedTuple):
@@ -58,15 +62,15 @@ def model_chunk(
     trainer,
     plan: Plan,
     st: _state.GridState,
+    steps: jax.Array,
     data,
     subsets,
     val_data,
     val_subsets,
     *,
-    steps: int,
     has_aux: bool,
 ) -> _state.GridState:
-    """``steps`` training steps of one model, then its validation (early stopping)."""
+    """``steps`` (traced) training steps of one model, then its validation."""
     hp = st.hparams
     opt = trainer.optimizer(hp)
     subset = hp.get("subset")
@@ -74,23 +78,30 @@ def model_chunk(
     def loss_fn(params, batch, key):
         return split_loss(trainer.loss(params, hp, batch, key), has_aux)
 
-    def step(carry, _):
-        params, opt_state, n = carry
+    def step(_, carry):
+        params, opt_state, n, loss_sum, aux_sum = carry
         batch_key, loss_key = _keys.step_keys(hp["seed"], n)
         batch = _data.draw_batch(batch_key, data, trainer.batch_size, subsets, subset)
         (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, loss_key)
         updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state, n + 1), (value, aux)
+        loss_sum = loss_sum + value.astype(jnp.float32)
+        if has_aux:
+            aux_sum = jax.tree_util.tree_map(
+                lambda s, a: s + jnp.asarray(a, jnp.float32), aux_sum, aux
+            )
+        return optax.apply_updates(params, updates), opt_state, n + 1, loss_sum, aux_sum
 
     def run(st):
-        carry = (st.params, st.opt_state, st.step)
-        (params, opt_state, n), (values, auxs) = jax.lax.scan(step, carry, None, length=steps)
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, st.aux)
+        carry = (st.params, st.opt_state, st.step, jnp.zeros((), jnp.float32), zeros)
+        params, opt_state, n, loss_sum, aux_sum = jax.lax.fori_loop(0, steps, step, carry)
+        count = steps.astype(jnp.float32)
         st = st._replace(
             params=params,
             opt_state=opt_state,
             step=n,
-            loss=jnp.mean(values.astype(jnp.float32)),
-            aux=_state.mean_float(auxs) if has_aux else None,
+            loss=loss_sum / count,
+            aux=jax.tree_util.tree_map(lambda a: a / count, aux_sum),
         )
         if trainer.validation is None:
             return st
@@ -110,7 +121,11 @@ def model_chunk(
         return st._replace(step=st.step + steps)
 
     st = st._replace(plan=jnp.int32(plan.code))
-    return jax.lax.cond(st.active, run, skip, st)
+    if plan.code == 1:  # one model at a time: a real branch, a stopped model costs nothing
+        return jax.lax.cond(st.active, run, skip, st)
+    # Under vmap a cond computes both branches and selects; written as a select, XLA
+    # copies fewer loop buffers (27 against 41 copies per step in the sweep's MLP).
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(st.active, a, b), run(st), skip(st))
 
 
 def over_models(fn: Callable, strategy: str, group_size: int, num_shared: int) -> Callable:
@@ -143,13 +158,31 @@ def sharded(local: Callable, mesh: Mesh, num_shared: int, *, donate: bool) -> Ca
     return jax.jit(f, donate_argnums=(0,) if donate else ())
 
 
-def chunk_program(trainer, mesh, plan: Plan, *, steps: int, has_aux: bool, donate: bool):
-    def one(st, data, subsets, val_data, val_subsets):
+def chunk_program(trainer, mesh, plan: Plan, *, has_aux: bool) -> Callable:
+    """``(state, steps, data, subsets, val_data, val_subsets) -> state`` for the grid.
+
+    ``steps`` is a runtime (replicated) int32, so one compile serves a chunk of any
+    length: the probe's short runs and training's full chunks. Consumes ``state``.
+    Trainers with the same functions and settings share the program (and its compiles).
+    """
+    settings = tuple(getattr(trainer, f) for f in PROGRAM_FIELDS)
+    return _chunk_program(settings, mesh, plan.code, has_aux)
+
+
+PROGRAM_FIELDS = ("init", "loss", "optimizer", "batch_size", "validation", "patience")
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_program(settings: tuple, mesh: Mesh, code: int, has_aux: bool) -> Callable:
+    trainer = types.SimpleNamespace(**dict(zip(PROGRAM_FIELDS, settings, strict=True)))
+    plan = Plan.from_code(code)
+
+    def one(st, steps, data, subsets, val_data, val_subsets):
         return model_chunk(
-            trainer, plan, st, data, subsets, val_data, val_subsets, steps=steps, has_aux=has_aux
+            trainer, plan, st, steps, data, subsets, val_data, val_subsets, has_aux=has_aux
         )
 
-    return sharded(over_models(one, plan.strategy, plan.group_size, 4), mesh, 4, donate=donate)
+    return sharded(over_models(one, plan.strategy, plan.group_size, 5), mesh, 5, donate=True)
 
 
 def candidates(local_models: int) -> list[Plan]:
@@ -166,26 +199,37 @@ def copy(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(jnp.copy, tree)
 
 
+def steps_arg(steps: int, mesh: Mesh) -> jax.Array:
+    """A chunk length as the programs take it: an int32 replicated on ``mesh``."""
+    return _data.put(np.int32(steps), mesh, models=False)
+
+
 def probe(trainer, mesh, state, args: tuple) -> tuple[Plan, Callable]:
-    """Runs one chunk under each candidate; returns the fastest plan and its program.
+    """Times each candidate on ``PROBE_STEPS`` steps; returns the fastest and its program.
 
-    Each candidate's chunk is compiled and run once on a copy of ``state``; the others'
-    compiled programs are dropped.
-
-    The probe's runs are thrown away: training starts from ``state`` whatever the
-    choice. With several processes, process 0's choice is used by all.
+    The candidates' chunk programs are compiled in parallel threads, each is run once
+    (1 step, to warm up) and then ``PROBE_REPEATS`` times for ``PROBE_STEPS`` steps on a
+    copy of ``state``; its time is the fastest run. The probe's results are thrown
+    away: training starts from ``state`` with the winner's compiled program. With
+    several processes, process 0's choice is used by all.
     """
     plans = candidates(state.num_models // mesh.size)
-    timings, programs = {}, []
-    for plan in plans:
-        fn = chunk_program(trainer, mesh, plan, steps=trainer.chunk_steps,
-                           has_aux=state.aux is not None, donate=True)  # fmt: skip
-        compiled = fn.lower(state, *args).compile()
-        start = jax.block_until_ready(copy(state))
-        t0 = time.perf_counter()
-        jax.block_until_ready(compiled(start, *args))
-        timings[plan.name] = time.perf_counter() - t0
-        programs.append(compiled)
+    has_aux = state.aux is not None
+    programs = [chunk_program(trainer, mesh, p, has_aux=has_aux) for p in plans]
+    one, few = steps_arg(1, mesh), steps_arg(min(PROBE_STEPS, trainer.chunk_steps), mesh)
+    lowered = [fn.lower(state, one, *args) for fn in programs]
+    with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+        list(pool.map(lambda low: low.compile(), lowered))  # fills the compile cache
+    timings = {}
+    for plan, fn in zip(plans, programs, strict=True):
+        jax.block_until_ready(fn(copy(state), one, *args))
+        best = np.inf
+        for _ in range(PROBE_REPEATS):
+            start = jax.block_until_ready(copy(state))
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(start, few, *args))
+            best = min(best, time.perf_counter() - t0)
+        timings[plan.name] = best
     choice = int(np.argmin([timings[p.name] for p in plans]))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -210,7 +254,11 @@ def init_program(init: Callable, optimizer: Callable, mesh: Mesh, with_best: boo
     return sharded(over_models(one, "vmap", 1, 0), mesh, 0, donate=False)
 
 
-def evaluate_program(metrics: tuple, mesh, plan: Plan, *, best: bool, batch_size) -> Callable:
+@functools.lru_cache(maxsize=64)
+def evaluate_program(metrics: tuple, mesh, code: int, best: bool, batch_size) -> Callable:
+    """Per-model metric values; shared by every trainer (keyed on the metric functions)."""
+    plan = Plan.from_code(code)
+
     def one(st, data, subsets):
         params = st.best_params if best else st.params
         return {

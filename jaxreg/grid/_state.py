@@ -112,7 +112,3 @@ def record_validation(st: GridState, value: jax.Array, patience: int | None) -> 
 
 def padded_size(num_models: int, num_devices: int) -> int:
     return -(-num_models // num_devices) * num_devices
-
-
-def mean_float(tree: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda a: jnp.mean(jnp.asarray(a, jnp.float32), 0), tree)

@@ -30,7 +30,7 @@ class Trainer:
       optimizer: ``hparams -> optax.GradientTransformation``; called inside the
         compiled program, so the hyperparameters are traced scalars.
       batch_size: examples per step, drawn per model (uniformly, with replacement).
-      chunk_steps: steps per compiled chunk (one ``lax.scan``); the callback, the
+      chunk_steps: steps per compiled chunk (one ``lax.fori_loop``); the callback, the
         validation and early stopping run after each chunk.
       strategy: ``"vmap"`` (a device's models at once), ``"map"`` (in groups of
         ``group_size``, one group after the other, inside the program) or ``"auto"`` (a
@@ -79,7 +79,13 @@ class Trainer:
     def init_state(self, grid: Grid, data: PyTree) -> _state.GridState:
         """Every model's fresh state, the model axis padded to a multiple of the mesh.
 
-        ``data`` is only looked at for its shapes (to check ``loss`` on a batch).
+        Args:
+          grid: the models (``product`` or ``rows``); a ``seed`` axis is optional (0).
+          data: the training data; only its shapes are used, to check that ``loss``
+            returns a scalar on a batch.
+
+        Returns:
+          A ``GridState`` at step 0 (also the structure a checkpoint restores into).
         """
         fn = "grid.Trainer.init_state"
         if not isinstance(grid, Grid):
@@ -151,12 +157,18 @@ class Trainer:
         if done == steps:
             return state
         program = self._chunk(state, args)
+        chunk = self._steps_arg()
         state = _engine.copy(state)  # the program consumes its input
         for c in range(done // self.chunk_steps, steps // self.chunk_steps):
-            state = program(state, *args)
+            state = program(state, chunk, *args)
             if callback is not None:
                 callback(state, c)
         return state
+
+    def _steps_arg(self) -> jax.Array:
+        if "steps" not in self._cache:
+            self._cache["steps"] = _engine.steps_arg(self.chunk_steps, self.mesh)
+        return self._cache["steps"]
 
     def _signature(self, state, args) -> tuple:
         shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (state, args))
@@ -164,7 +176,7 @@ class Trainer:
         return (tree, tuple(leaves))
 
     def _plan(self, state, args) -> tuple[_engine.Plan, Callable | None]:
-        """The plan for this state and data, and its compiled program if the probe made it."""
+        """The plan for this state and data, and its program if the probe made it."""
         if self.strategy != "auto":
             return _engine.Plan(self.strategy, self.group_size or 1, {}), None
         recorded = int(_data.first_value(state.plan))
@@ -176,14 +188,12 @@ class Trainer:
         return self._cache[key]
 
     def _chunk(self, state, args):
-        plan, compiled = self._plan(state, args)
-        if compiled is not None:
-            return compiled
+        plan, probed = self._plan(state, args)
         has_aux = state.aux is not None
         key = ("chunk", plan.code, has_aux)
         if key not in self._cache:
-            self._cache[key] = _engine.chunk_program(
-                self, self.mesh, plan, steps=self.chunk_steps, has_aux=has_aux, donate=True
+            self._cache[key] = probed or _engine.chunk_program(
+                self, self.mesh, plan, has_aux=has_aux
             )
         return self._cache[key]
 
@@ -215,10 +225,7 @@ class Trainer:
         args = _inputs.prepare(
             self, "grid.Trainer.lower", state, data, subsets, validation_data, validation_subsets
         )
-        return _engine.chunk_program(
-            self, self.mesh, self._plan(state, args)[0], steps=self.chunk_steps,
-            has_aux=state.aux is not None, donate=True,
-        ).lower(state, *args)  # fmt: skip
+        return self._chunk(state, args).lower(state, self._steps_arg(), *args)
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -269,13 +276,10 @@ class Trainer:
             subsets = _data.pack_subsets(fn, "subsets", subsets, n)
             _data.check_subset_hparam(fn, "subsets", subsets, _data.to_host(state.hparams))
         plan = self._evaluate_plan(state)
-        names = tuple(metrics.items())
-        key = ("evaluate", names, best, batch_size, plan.code)
-        if key not in self._cache:
-            self._cache[key] = _engine.evaluate_program(
-                names, self.mesh, plan, best=best, batch_size=batch_size
-            )
-        out = self._cache[key](
+        program = _engine.evaluate_program(
+            tuple(metrics.items()), self.mesh, plan.code, best, batch_size
+        )
+        out = program(
             state,
             _data.put(data, self.mesh, models=False),
             _data.as_device_subsets(subsets, self.mesh),
