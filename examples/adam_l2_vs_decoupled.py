@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=common.positive_int, default=64)
     a = p.parse_args(argv)
     if a.decay_exps is None:  # log10 of s and lambda; 0 (plain Adam) is added
-        a.decay_exps = [-5 + 0.5 * i for i in range(9)]  # 1e-5 .. 1e-1
+        a.decay_exps = [-5 + 0.5 * i for i in range(11)]  # 1e-5 .. 1
     if a.smoke:
         a.lr_exps, a.decay_exps, a.seeds, a.steps, a.hidden = [-3, -2.5], [-3, -2.5], 2, 40, 32
     return a
