@@ -297,8 +297,12 @@ def report(rows, a, elapsed, what):
             ],
         )
     )
+    for q, adj in zip(regret_rows, st.holm([q["p"] for q in regret_rows]), strict=True):
+        q["p_holm"] = float(adj)  # over the four condition x method comparisons
     common.write_csv(os.path.join(a.out, "regret.csv"), regret_rows)
     plot(res, a)
+    holm = ", ".join(f"{q['condition']}/{q['method']} {q['p_holm']:.2g}" for q in regret_rows)
+    print(f"\nHolm-adjusted p over the four regret comparisons: {holm}")
     print(f"\nwrote {a.out}/ in {elapsed:.0f} s")
 
 
