@@ -50,8 +50,18 @@ CASES = {
     ),
     "adam_l2_vs_decoupled": (
         "grid.csv",
-        ["method", "lr", "decay", "seed", "test_err", "train_err", "test_loss", "kernel_norm"],
-        2 * 2 * 2,  # learning rates x methods x (decay 0 and one decay), 1 seed
+        [
+            "condition",
+            "method",
+            "lr",
+            "decay",
+            "seed",
+            "train_err",
+            "kernel_norm",
+            "val_err",
+            "test_err",
+        ],
+        2 * 2 * 2 * 2 * 3,  # conditions x lrs x seeds x methods x (decay 0 and two decays)
     ),
 }
 
@@ -105,6 +115,6 @@ def test_smoke_run_writes_csv_and_png(runs, name):
     for row in rows:  # every value present and numeric where it should be
         for key, value in row.items():
             assert value != "", f"{name}: empty {key} in {row}"
-            if key not in ("method", "mode"):
+            if key not in ("method", "mode", "condition"):
                 float(value)
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"

@@ -13,8 +13,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
     "mc_dropout": (
         "mc_dropout.csv",
-        {"rate", "split", "rmse_mc", "rmse_ws", "ll_mc", "ll_ws", "noise_var_mc", "mc_std"},
-        3,  # 1 rate x 3 splits
+        {"dataset", "split", "rate", "tau", "rmse_mc", "rmse_ws", "ll_mc", "ll_ws"}
+        | {"val_ll_mc", "val_ll_ws", "mc_std"},
+        3 * 2 * 2 * 2,  # data sets x splits x rates x taus
     ),
     "dropconnect_vs_dropout": (
         "dropconnect_vs_dropout.csv",
