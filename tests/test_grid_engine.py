@@ -214,3 +214,23 @@ def test_auto_measures_vmap_and_map_and_computes_the_same(reference):
     assert set(plan.timings) == {"vmap", "map(group_size=1)"}
     assert plan.strategy in ("vmap", "map") and all(v > 0 for v in plan.timings.values())
     assert_close(t.train(state, DATA, steps=6).params, reference.params)
+
+
+def loss_with_step(params, hp, batch, key):
+    # The rate follows the step (a schedule inside the loss); aux records the step seen.
+    rate = hp["rate"] * jnp.minimum(hp["step"].astype(jnp.float32) / 4.0, 1.0)
+    out = logits(params, {"rate": rate}, batch["x"], key)
+    value = optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]).mean()
+    return value, {"step": hp["step"].astype(jnp.float32), "rate": rate}
+
+
+def test_loss_sees_the_step_and_step_is_a_reserved_name():
+    t = trainer(loss=loss_with_step)
+    grid = jg.product(rate=[0.5], lr=[0.01], decay=[0.0])
+    state = train(t, grid, steps=6)  # chunks of 3: the last chunk runs steps 3, 4, 5
+    np.testing.assert_array_equal(state.to_host(state.aux["step"]), [4.0])
+    np.testing.assert_allclose(state.to_host(state.aux["rate"]), [0.5 * (0.75 + 1 + 1) / 3])
+    with pytest.raises(ValueError, match="must not be 'step'"):
+        jg.product(step=[0, 1])
+    with pytest.raises(ValueError, match="must not be 'step'"):
+        jg.rows([{"step": 1}])

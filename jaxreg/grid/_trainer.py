@@ -30,6 +30,8 @@ class Trainer:
       init: ``(key, hparams) -> params`` for one model.
       loss: ``(params, hparams, batch, key) -> loss`` or ``(loss, aux)`` for one model:
         a scalar loss on a minibatch; ``key`` is the step's key for dropout and noise.
+        Its ``hparams`` also hold ``"step"``: the model's step number (an int32
+        scalar, 0 for the first step), for schedules of a rate over training.
       optimizer: ``hparams -> optax.GradientTransformation``; called inside the
         compiled program, so the hyperparameters are traced scalars.
       batch_size: examples per step, drawn per model (uniformly, with replacement).
@@ -113,7 +115,8 @@ class Trainer:
         batch = jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct((self.batch_size,) + np.shape(a)[1:], a.dtype), data
         )
-        out = jax.eval_shape(self.loss, params, hp, batch, key)
+        step = jax.ShapeDtypeStruct((), jnp.int32)
+        out = jax.eval_shape(self.loss, params, {**hp, "step": step}, batch, key)
         has_aux = isinstance(out, (tuple, list)) and len(out) == 2
         value = out[0] if has_aux else out
         if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != ():
