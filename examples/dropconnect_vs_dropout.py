@@ -2,16 +2,19 @@
 
 Questions: (1) does dropping individual weights (DropConnect) regularise an MLP better
 than dropping whole units (dropout)? (2) at test time, does the paper's Gaussian
-moment-matching inference (``jaxreg.drop_connect_inference(method="moments")``) beat
-plain weight scaling (``method="scale"``)? A Monte Carlo average over DropConnect masks
+moment-matching inference (Algorithm 2, ``jaxreg.drop_connect_inference``) beat plain
+weight scaling (``method="scale"``)? A Monte Carlo average over DropConnect masks
 (``jaxreg.mc_predict``) is the reference both approximate.
 
 Model: MLP 40-256-256-10 on 1000 MNIST-1D training examples (it overfits). Dropout drops
 the outputs of both hidden layers; DropConnect drops entries of the two matrices those
-outputs feed (layers 2 and 3), so both perturb the same weights: dropout a whole row,
-DropConnect single entries. One DropConnect mask per minibatch (the paper draws one per
-example: batch-size times more random numbers). Every setting and seed is one model of
-one vmapped program (the rates are traced arrays).
+outputs feed (layers 2 and 3), with one mask per example as in the paper
+(``drop_connect_dense(per_example=True)``). Moment-matching inference runs at both
+DropConnect layers: at layer 2 through the ReLU, at layer 3 (the logits) through the
+softmax, averaging the softmax over Gaussian samples of the pre-activation (Algorithm 2).
+Every setting and seed is one model of one ``jaxreg.grid`` program (traced rates); models
+sharing a seed share initialisation, data order and keys, so comparisons are paired. The
+rate of each method and each model's step are chosen on a validation split.
 
 Run: python examples/dropconnect_vs_dropout.py [--smoke] [--out DIR]
 """
@@ -19,270 +22,262 @@ Run: python examples/dropconnect_vs_dropout.py [--smoke] [--out DIR]
 from __future__ import annotations
 
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import _common as common
+import _stats as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import jaxreg
+import jaxreg.grid as jg
 
 SIZES = (40, 256, 256, 10)
+METHODS = ("scale", "moments", "mc")
 
 
-def forward(params, x, *, key, drop, dc):
-    """Training forward pass: dropout ``drop`` on hidden outputs, DropConnect ``dc`` on W2, W3.
-
-    ``key=None``: no noise (weight-scaling inference for both, since masks are inverted).
-    """
-    k = [None] * 4 if key is None else list(jax.random.split(key, 4))
+def forward(params, hp, x, key=None, *, per_example=True):
+    """Logits; ``key=None``: no noise (weight-scaling inference: masks are inverted)."""
     l1, l2, l3 = params
     h = jax.nn.relu(x @ l1["kernel"] + l1["bias"])
-    if key is not None:
-        h = jaxreg.dropout(k[0], h, rate=drop)
-        h = jax.nn.relu(jaxreg.drop_connect_dense(k[1], h, l2["kernel"], l2["bias"], rate=dc))
-        h = jaxreg.dropout(k[2], h, rate=drop)
-        return jaxreg.drop_connect_dense(k[3], h, l3["kernel"], l3["bias"], rate=dc)
-    h = jax.nn.relu(h @ l2["kernel"] + l2["bias"])
-    return h @ l3["kernel"] + l3["bias"]
-
-
-def dc_inference(params, x, *, key, dc, method, num_samples):
-    """DropConnect inference through layers 2 (ReLU) and 3 (linear: moments == scale)."""
-    l1, l2, l3 = params
-    h = jax.nn.relu(x @ l1["kernel"] + l1["bias"])
-    h = jaxreg.drop_connect_inference(
-        key,
-        h,
-        l2["kernel"],
-        l2["bias"],
-        rate=dc,
-        activation=jax.nn.relu,
-        num_samples=num_samples,
-        method=method,
-    )
-    return h @ l3["kernel"] + l3["bias"]
-
-
-def settings(rates):
-    out = [("none", 0.0, 0.0)]
-    out += [("dropout", r, 0.0) for r in rates]
-    out += [("dropconnect", 0.0, r) for r in rates]
-    return out
+    if key is None:
+        h = jax.nn.relu(h @ l2["kernel"] + l2["bias"])
+        return h @ l3["kernel"] + l3["bias"]
+    k = jax.random.split(key, 4)
+    dc = dict(rate=hp["dc"], per_example=per_example)
+    h = jaxreg.dropout(k[0], h, rate=hp["drop"])
+    h = jax.nn.relu(jaxreg.drop_connect_dense(k[1], h, l2["kernel"], l2["bias"], **dc))
+    h = jaxreg.dropout(k[2], h, rate=hp["drop"])
+    return jaxreg.drop_connect_dense(k[3], h, l3["kernel"], l3["bias"], **dc)
 
 
 def nll_err(probs, y):
-    nll = -jnp.log(jnp.take_along_axis(probs, y[:, None], 1)[:, 0] + 1e-12).mean()
-    return nll, 1.0 - (jnp.argmax(probs, -1) == y).mean()
+    """Per-example (NLL, 0/1 error) as a (batch, 2) array."""
+    nll = -jnp.log(jnp.take_along_axis(probs, y[:, None], 1)[:, 0] + 1e-12)
+    return jnp.stack([nll, (jnp.argmax(probs, -1) != y).astype(jnp.float32)], -1)
+
+
+def eval_key(hp, i):
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(hp["seed"]), 3), i)
+
+
+def scale(params, hp, batch):
+    return nll_err(jax.nn.softmax(forward(params, hp, batch["x"])), batch["y"])
+
+
+def make_metrics(z, mc):
+    def moments(params, hp, batch):  # Algorithm 2 at both DropConnect layers
+        l1, l2, l3 = params
+        k2, k3 = jax.random.split(eval_key(hp, 0))
+        h = jax.nn.relu(batch["x"] @ l1["kernel"] + l1["bias"])
+        kw = dict(rate=hp["dc"], num_samples=z, method="moments")
+        h = jaxreg.drop_connect_inference(
+            k2, h, l2["kernel"], l2["bias"], activation=jax.nn.relu, **kw
+        )
+        probs = jaxreg.drop_connect_inference(
+            k3, h, l3["kernel"], l3["bias"], activation=jax.nn.softmax, **kw
+        )
+        return nll_err(probs, batch["y"])
+
+    def monte_carlo(params, hp, batch):  # one mask per sample, shared by the batch
+        def sample(k, x):
+            return jax.nn.softmax(forward(params, {**hp, "drop": 0.0}, x, k, per_example=False))
+
+        mean, _ = jaxreg.mc_predict(
+            eval_key(hp, 1), sample, batch["x"], num_samples=mc, chunk_size=8
+        )
+        return nll_err(mean, batch["y"])
+
+    return {"scale": scale, "moments": moments, "mc": monte_carlo}
+
+
+def validation(params, hp, batch):
+    return scale(params, hp, batch)[:, 0]  # NLL, weight-scaling inference
 
 
 def main(argv=None):
     p = common.example_parser(__doc__, "dropconnect_vs_dropout")
-    p.add_argument("--seeds", type=common.positive_int, default=4)
+    p.add_argument("--seeds", type=common.positive_int, default=5)
     p.add_argument("--steps", type=common.positive_int, default=3000)
     p.add_argument("--train-size", type=common.positive_int, default=1000)
-    p.add_argument(
-        "--rates", type=common.float_list(low=0.0, high=1.0, high_open=True), default=[0.25, 0.5]
-    )
+    p.add_argument("--val-size", type=common.positive_int, default=1000)
+    rates = common.float_list(low=0.0, high=1.0, high_open=True)
+    p.add_argument("--rates", type=rates, default=[0.25, 0.5])
     a = p.parse_args(argv)
-    chunk, mc, z, num_samples = 250, 200, 1000, 5000
+    chunk, mc, z, num_samples, batch = 250, 200, 1000, 5000, 128
     if a.smoke:  # a small MNIST-1D (generating it is a good part of a smoke run)
-        a.seeds, a.steps, a.rates, a.train_size = 1, 60, [0.5], 500
-        chunk, mc, z, num_samples = 30, 8, 16, 1000
+        a.seeds, a.steps, a.rates, a.train_size, a.val_size = 1, 40, [0.5], 300, 100
+        chunk, mc, z, num_samples, batch = 20, 8, 16, 1000, 32
     t0 = time.time()
-    data = common.load_data(num_samples=num_samples, train_size=a.train_size)
-    sets = settings(a.rates)
-    g = common.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
-    names = [sets[i][0] for i in g["setting"]]
-    hp = {
-        "drop": np.array([sets[i][1] for i in g["setting"]], np.float32),
-        "dc": np.array([sets[i][2] for i in g["setting"]], np.float32),
-    }
-    trainer = common.Trainer(
-        init=lambda key: common.init_mlp(key, SIZES),
-        apply=lambda params, hp, x, key: forward(params, x, key=key, drop=hp["drop"], dc=hp["dc"]),
+    d = common.load_data(num_samples=num_samples, train_size=a.train_size, val_size=a.val_size)
+    train, val = {"x": d.x_train, "y": d.y_train}, {"x": d.x_val, "y": d.y_val}
+    test = {"x": d.x_test, "y": d.y_test}
+    sets = [{"kind": 0, "drop": 0.0, "dc": 0.0}]
+    sets += [{"kind": 1, "drop": r, "dc": 0.0} for r in a.rates]
+    sets += [{"kind": 2, "drop": 0.0, "dc": r} for r in a.rates]
+    grid = jg.product(jg.rows(sets, name="setting"), seed=list(range(a.seeds)))
+    trainer = jg.Trainer(
+        init=lambda key, hp: common.init_mlp(key, SIZES),
+        loss=lambda params, hp, b, key: common.cross_entropy(
+            forward(params, hp, b["x"], key), b["y"]
+        ),
         optimizer=lambda hp: optax.adam(1e-3),
-        batch_size=128,
+        batch_size=batch,
         chunk_steps=chunk,
+        strategy="vmap",
+        validation=validation,
     )
-    state = trainer.init_state(hp, seeds=g["seed"])
-    xtr, ytr, xte, yte = trainer.put_data(data.x_train, data.y_train, data.x_test, data.y_test)
-    curve = []
-    bar = common.progress(a.steps // chunk, models=len(names), chunk_steps=chunk)
-    for c in range(a.steps // chunk):
-        state, _ = trainer.chunk(state, hp, xtr, ytr)
-        _, acc = trainer.evaluate(state.params, hp, xte, yte)
-        _, acc_tr = trainer.evaluate(state.params, hp, xtr, ytr)
-        curve.append(((c + 1) * chunk, 1 - common.to_host(acc), 1 - common.to_host(acc_tr)))
-        bar.update(1)
-    bar.close()
+    curve = []  # (step, validation NLL per model, train loss per model)
 
-    # Inference variants, one model at a time (lax.map): the moment method holds
-    # num_samples x batch x 256 floats.
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    def after(state, c):
+        curve.append(((c + 1) * chunk, state.to_host(state.metric), state.to_host(state.loss)))
 
-    def infer(args):
-        params, dc, seed = args
-        key = jax.random.fold_in(jax.random.key(seed), 3)
-        k_mom, k_mc = jax.random.split(key)
-        out = {}
-        out["scale"] = nll_err(
-            jax.nn.softmax(forward(params, x_test, key=None, drop=0, dc=0)), y_test
-        )
-        probs = jax.lax.map(
-            lambda xb: jax.nn.softmax(
-                dc_inference(params, xb, key=k_mom, dc=dc, method="moments", num_samples=z)
-            ),
-            x_test.reshape(10, -1, x_test.shape[1]),
-        ).reshape(-1, SIZES[-1])
-        out["moments"] = nll_err(probs, y_test)
-
-        def sample(k, xs):
-            return jax.nn.softmax(forward(params, xs, key=k, drop=0.0, dc=dc))
-
-        mean, _ = jaxreg.mc_predict(k_mc, sample, x_test, num_samples=mc, chunk_size=8)
-        out["mc"] = nll_err(mean, y_test)
-        return out
-
-    dc_models = np.flatnonzero(hp["dc"] > 0)  # inference variants for DropConnect models only
-    dc_params = jax.tree.map(lambda a_: a_[dc_models], state.params)
-    res_dc = common.to_host(
-        jax.jit(lambda a_: jax.lax.map(infer, a_))(
-            (dc_params, jnp.asarray(hp["dc"][dc_models]), jnp.asarray(g["seed"][dc_models]))
-        )
+    state = trainer.train(
+        trainer.init_state(grid, train), train, steps=a.steps, validation_data=val, callback=after
     )
-    scale = jax.jit(
-        jax.vmap(
-            lambda params: nll_err(
-                jax.nn.softmax(forward(params, x_test, key=None, drop=0, dc=0)), y_test
-            )
-        )
-    )
-    res = {m: [np.full(len(names), np.nan), np.full(len(names), np.nan)] for m in ("moments", "mc")}
-    res["scale"] = common.to_host(scale(state.params))
-    for m in ("moments", "mc"):
-        for j in range(2):
-            res[m][j][dc_models] = res_dc[m][j]
+    best_step = state.to_host(state.best_step)
+    res = trainer.evaluate(state, test, make_metrics(z, mc), best=True, batch_size=50)
+    on_val = trainer.evaluate(state, val, {"scale": scale}, best=True)["scale"]
+    on_train = trainer.evaluate(state, train, {"scale": scale}, best=True)["scale"]
+    kind, drop, dc = (grid.hparams[k] for k in ("kind", "drop", "dc"))
     rows = []
-    for i, name in enumerate(names):
+    for i, hp in enumerate(grid.rows()):
         row = {
-            "setting": name,
-            "dropout_rate": float(hp["drop"][i]),
-            "dropconnect_rate": float(hp["dc"][i]),
-            "seed": int(g["seed"][i]),
-            "train_error": float(curve[-1][2][i]),
+            "setting": ("none", "dropout", "dropconnect")[int(kind[i])],
+            "dropout_rate": float(drop[i]),
+            "dropconnect_rate": float(dc[i]),
+            "seed": int(hp["seed"]),
+            "best_step": int(best_step[i]),
+            "train_error": float(on_train[i, 1]),
+            "val_nll_scale": float(on_val[i, 0]),
         }
-        for m in ("scale", "moments", "mc"):
-            for j, k in enumerate(("test_nll", "test_error")):
-                v = float(res[m][j][i])  # empty: not a DropConnect model
-                row[f"{k}_{m}"] = v if np.isfinite(v) else ""
+        for m in METHODS:
+            keep = m == "scale" or kind[i] == 2  # moments/MC: DropConnect models only
+            row[f"test_nll_{m}"] = float(res[m][i, 0]) if keep else ""
+            row[f"test_error_{m}"] = float(res[m][i, 1]) if keep else ""
         rows.append(row)
     common.write_csv(os.path.join(a.out, "dropconnect_vs_dropout.csv"), rows)
-    curve_rows = [
-        {
-            "step": s,
-            "model": i,
-            "setting": names[i],
-            "rate": float(hp["drop"][i] + hp["dc"][i]),
-            "seed": int(g["seed"][i]),
-            "test_error": float(te[i]),
-            "train_error": float(tr[i]),
-        }
-        for s, te, tr in curve
-        for i in range(len(names))
-    ]
-    common.write_csv(os.path.join(a.out, "curves.csv"), curve_rows)
-    plot(rows, curve, names, hp, os.path.join(a.out, "dropconnect_vs_dropout.png"))
-    report(rows)
+    common.write_csv(
+        os.path.join(a.out, "curves.csv"),
+        [
+            {"step": s, "model": i, "val_nll": float(v[i]), "train_loss": float(lo[i])}
+            for s, v, lo in curve
+            for i in range(grid.size)
+        ],
+    )
+    summary = report(rows, a.seeds)
+    plot(rows, curve, summary, os.path.join(a.out, "dropconnect_vs_dropout.png"))
     print(f"wrote {a.out} in {time.time() - t0:.0f} s")
 
 
-def label_of(row):
+def label(row):
     r = row["dropout_rate"] + row["dropconnect_rate"]
     return "none" if row["setting"] == "none" else f"{row['setting']} {r:g}"
 
 
-def report(rows):
-    labels = list(dict.fromkeys(label_of(r) for r in rows))
+def column(rows, lab, key):
+    return np.array([r[key] for r in rows if label(r) == lab], np.float64)  # seed order
+
+
+def report(rows, seeds):
+    labels = list(dict.fromkeys(label(r) for r in rows))
     table = []
     for lab in labels:
-        sel = [r for r in rows if label_of(r) == lab]
-
-        def ms(k, sel=sel):
-            v = np.array([r[k] for r in sel]) * 100
-            return f"{v.mean():.1f} ± {v.std():.1f}"
-
-        line = [lab, ms("train_error"), ms("test_error_scale")]
-        if sel[0]["setting"] == "dropconnect":
-            line += [ms("test_error_moments"), ms("test_error_mc")]
-            nll = [np.mean([r[f"test_nll_{m}"] for r in sel]) for m in ("scale", "moments", "mc")]
-            line += ["{:.3f} / {:.3f} / {:.3f}".format(*nll)]
-        else:
-            line += ["", "", ""]
+        line = [lab, st.mean_sd(column(rows, lab, "train_error") * 100, ".1f")]
+        line.append(st.mean_sd(column(rows, lab, "val_nll_scale")))
+        for m in METHODS:
+            if lab.startswith("dropconnect") or m == "scale":
+                e, n = column(rows, lab, f"test_error_{m}"), column(rows, lab, f"test_nll_{m}")
+                line += [st.mean_sd(e * 100, ".1f"), st.mean_sd(n)]
+            else:
+                line += ["", ""]
         table.append(line)
-    heads = [
-        "setting",
-        "train err %",
-        "test err % (scale)",
-        "test err % (moments)",
-        "test err % (MC)",
-        "test NLL scale / moments / MC",
-    ]
+    heads = ["setting", "train err %", "val NLL"]
+    heads += [f"test {q} ({m})" for m in ("scale", "moments", "MC") for q in ("err %", "NLL")]
     print(common.markdown_table(heads, table))
 
+    # (1) methods at their validation-chosen rate (lowest mean validation NLL over seeds).
+    def chosen(prefix):
+        cands = [lab for lab in labels if lab.startswith(prefix)]
+        return min(cands, key=lambda lab: column(rows, lab, "val_nll_scale").mean())
 
-def plot(rows, curve, names, hp, path):
-    import matplotlib
+    dcl, dol = chosen("dropconnect"), chosen("dropout")
+    own = {dcl: "moments", dol: "scale", "none": "scale"}  # each method's own inference
+    pairs, names = [], []
+    for a_, b_ in ((dcl, dol), (dcl, "none"), (dol, "none")):
+        for q in ("error", "nll"):
+            pairs.append(
+                (column(rows, a_, f"test_{q}_{own[a_]}"), column(rows, b_, f"test_{q}_{own[b_]}"))
+            )
+            names.append(f"{a_} - {b_}: test {q}")
+    # (2) inference methods per DropConnect rate.
+    for lab in (x for x in labels if x.startswith("dropconnect")):
+        for m1, m2 in (("moments", "scale"), ("moments", "mc"), ("scale", "mc")):
+            for q in ("error", "nll"):
+                pairs.append(
+                    (column(rows, lab, f"test_{q}_{m1}"), column(rows, lab, f"test_{q}_{m2}"))
+                )
+                names.append(f"{lab}: {m1} - {m2} test {q}")
+    tests = st.paired_holm(pairs)
+    out = []
+    for name, t in zip(names, tests, strict=True):
+        s = 100.0 if "error" in name else 1.0
+        unit = "points" if "error" in name else "nats"
+        out.append([name, t.format(s, "+.3f") + f" {unit}", t.verdict()])
+    print(f"\nPaired differences over {seeds} seeds, 95% intervals and p Holm-adjusted")
+    print(f"over the {len(tests)} comparisons (validation chose {dcl!r} and {dol!r}):")
+    print(common.markdown_table(["difference", "mean [interval] (p)", "verdict"], out))
+    return list(zip(names, tests, strict=True))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
-    labels = list(dict.fromkeys(label_of(r) for r in rows))
-    model_label = [label_of(r) for r in rows]
+def plot(rows, curve, summary, path):
+    plt = common.matplotlib_pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    labels = list(dict.fromkeys(label(r) for r in rows))
     steps = np.array([c[0] for c in curve])
-    err = np.stack([c[1] for c in curve]) * 100  # (chunks, models)
+    val = np.stack([c[1] for c in curve])  # (chunks, models)
     ax = axes[0]
     for j, lab in enumerate(labels):
-        cols = [i for i, m in enumerate(model_label) if m == lab]
-        e = err[:, cols]
-        ax.plot(steps, e.mean(1), color=f"C{j}", label=lab)
-        ax.fill_between(steps, e.min(1), e.max(1), color=f"C{j}", alpha=0.2)
-    ax.set_xlabel("training step (batch 128)")
-    ax.set_ylabel("test error (%), weight-scaling inference")
-    ax.set_title("test error during training (band: min-max over seeds)")
+        cols = [i for i, r in enumerate(rows) if label(r) == lab]
+        common.plot_band(ax, steps, val[:, cols].T, label=lab, color=f"C{j}")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation NLL (weight scaling)")
+    ax.set_title("validation NLL (band: min-max over seeds)")
     ax.legend(fontsize=8)
     ax = axes[1]
     for j, lab in enumerate(labels):
-        v = [r["test_error_scale"] * 100 for r in rows if label_of(r) == lab]
-        ax.bar(j, np.mean(v), color=f"C{j}", alpha=0.6)
+        m = "moments" if lab.startswith("dropconnect") else "scale"
+        v = column(rows, lab, f"test_error_{m}") * 100
+        ax.bar(j, v.mean(), color=f"C{j}", alpha=0.6)
         ax.plot(np.full(len(v), j), v, "k.")
     ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
-    ax.set_ylabel("final test error (%) (dots: seeds)")
-    ax.set_title("DropConnect vs dropout vs none")
-    lo = min(r["test_error_scale"] for r in rows) * 100
+    ax.set_ylabel("test error (%) at the validation-chosen step")
+    ax.set_title("each method with its own inference (dots: seeds)")
+    lo = min(column(rows, lab, "test_error_scale").min() for lab in labels) * 100
     ax.set_ylim(max(0.0, lo - 5), None)
     ax = axes[2]
-    dc_labels = [lab for lab in labels if lab.startswith("dropconnect")]
-    methods = (("scale", "weight scaling"), ("moments", "moment matching"), ("mc", "MC masks"))
-    for j, lab in enumerate(dc_labels):
-        for m, (key, name) in enumerate(methods):
-            v = [r[f"test_error_{key}"] * 100 for r in rows if label_of(r) == lab]
-            x = j * 4 + m
-            ax.bar(x, np.mean(v), color=f"C{m + 5}", alpha=0.6, label=name if j == 0 else None)
-            ax.plot(np.full(len(v), x), v, "k.")
-    ax.set_xticks([j * 4 + 1 for j in range(len(dc_labels))], dc_labels, fontsize=8)
-    ax.set_ylabel("final test error (%) (dots: seeds)")
-    ax.set_title("DropConnect inference: scale vs moments vs MC")
-    if dc_labels:
-        lo = min(r["test_error_scale"] for r in rows if r["setting"] == "dropconnect") * 100
-        ax.set_ylim(max(0.0, lo - 5), None)
-    ax.legend(fontsize=8)
+    inf = [(n, t) for n, t in summary if "nll" in n and ": " in n and " - " in n.split(": ")[1]]
+    for y, (_n, t) in enumerate(inf):
+        ok = np.isfinite(t.low)
+        ax.errorbar(
+            t.mean,
+            y,
+            xerr=[[t.mean - t.low], [t.high - t.mean]] if ok else None,
+            fmt="o",
+            color="C3",
+        )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(inf)), [n.replace(" test nll", "") for n, _ in inf], fontsize=8)
+    ax.set_xlabel("paired difference in test NLL (nats), Holm-adjusted interval")
+    ax.set_title("DropConnect inference: moments vs scale vs MC")
     fig.suptitle("MNIST-1D MLP 40-256-256-10: DropConnect vs dropout (Wan et al. 2013)")
     fig.tight_layout()
-    common.save_figure(fig, path, dpi=80)
+    common.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -1,17 +1,22 @@
-"""Stochastic depth and DropBlock on a small residual 1-D CNN (MNIST-1D as a signal).
+"""Stochastic depth and DropBlock on a residual 1-D CNN with batch norm (MNIST-1D).
 
 Questions: (1) stochastic depth (Huang et al. 2016, ``jaxreg.drop_path``): does the
 paper's linear schedule (block ``l`` of ``L`` drops its residual branch with probability
 ``l / L * 0.5``, ``jaxreg.drop_path_rates``) beat one constant rate with the same expected
-depth? (2) DropBlock (Ghiasi et al. 2018, ``jaxreg.drop_block``): on convolutional
-features, where neighbouring positions are correlated, does dropping contiguous blocks
-regularise better than dropping single positions (dropout)?
+depth, and no drop? (2) DropBlock (Ghiasi et al. 2018, ``jaxreg.drop_block``): on
+convolutional features, where neighbouring positions are correlated, does dropping
+contiguous blocks regularise better than dropping single positions (dropout)?
 
 Model: input (batch, 40, 1); a conv stem (kernel 5, C channels); L residual blocks
-``x = relu(x + drop_path(conv(feature_drop(relu(conv(x))))))`` with kernel-3 convs;
-flatten; dense 10. ``feature_drop`` is dropout or DropBlock (block 5 of 40 positions, an
-independent mask per channel). Every setting and seed is one model of one vmapped
-program (the rates are traced; the block size is fixed).
+``h = relu(fd(h) + drop_path(bn(conv(fd(relu(bn(conv(h))))))))`` with kernel-3 convs,
+where ``fd`` (feature drop) is dropout or DropBlock, applied to the residual branch and to
+the skip path as Ghiasi et al. do; flatten; dense 10. As in the paper, the feature-drop
+rate follows a linear schedule from 0 (keep probability 1) at step 0 to its target at the
+last step; the loss reads the step from ``hparams["step"]``. DropBlock is a grid over rate
+x block size (the block size is static: every size is computed and the model's is
+selected). Batch norm uses batch statistics in training and population statistics
+recomputed on 512 training examples at evaluation. Every setting and seed is one model of
+one ``jaxreg.grid`` program; settings and steps are chosen on a validation split.
 
 Run: python examples/stochastic_depth_dropblock.py [--smoke] [--out DIR]
 """
@@ -20,30 +25,33 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 import _common as common
+import _stats as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from scipy import stats as sps
 
 import jaxreg
+import jaxreg.grid as jg
 
-LENGTH, BLOCK = 40, 5
+LENGTH, BN_EXAMPLES = 40, 512
 
 
-def conv_init(key, k, c_in, c_out, gain=1.0):
-    w = jax.random.normal(key, (k, c_in, c_out)) * np.float32(gain * math.sqrt(2.0 / (k * c_in)))
+def conv_init(key, k, c_in, c_out):
+    w = jax.random.normal(key, (k, c_in, c_out)) * np.float32(math.sqrt(2.0 / (k * c_in)))
     return {"kernel": w, "bias": jnp.zeros(c_out)}
 
 
 def conv(p, x):
-    """'Same' 1-D convolution as one matmul over shifted copies (im2col).
-
-    Under ``jax.vmap`` over models a ``lax.conv`` becomes a grouped convolution, slow on
-    CPU; this form becomes a batched matmul.
-    """
+    """'Same' 1-D convolution as one matmul over shifted copies (im2col): under vmap a
+    ``lax.conv`` becomes a grouped convolution, slow on CPU; this is a batched matmul."""
     k = p["kernel"].shape[0]
     pad = jnp.pad(x, ((0, 0), ((k - 1) // 2, k // 2), (0, 0)))
     cols = jnp.concatenate([pad[:, i : i + x.shape[1]] for i in range(k)], axis=-1)
@@ -51,185 +59,242 @@ def conv(p, x):
 
 
 def make_init(channels, depth):
-    def init(key):
+    def init(key, hp):
         ks = jax.random.split(key, 2 * depth + 2)
+        bn = common.init_batch_norm
         blocks = [
-            # The second conv of each branch starts small, so the net starts near identity.
             {
                 "a": conv_init(ks[2 * i], 3, channels, channels),
-                "b": conv_init(ks[2 * i + 1], 3, channels, channels, gain=0.2),
+                "bn_a": bn(channels),
+                "b": conv_init(ks[2 * i + 1], 3, channels, channels),
+                "bn_b": {"scale": jnp.full(channels, 0.2), "bias": jnp.zeros(channels)},
             }
             for i in range(depth)
-        ]
+        ]  # fmt: skip  (bn_b starts small, so each block starts near the identity)
         head = common.init_mlp(ks[-1], (LENGTH * channels, 10))[0]
         return {"stem": conv_init(ks[-2], 5, 1, channels), "blocks": blocks, "head": head}
 
     return init
 
 
-def resnet(params, x, *, key, path_rates, drop, block_drop):
-    """Logits for x of shape (batch, 40). ``key=None``: no noise (inverted masks)."""
-    depth = len(params["blocks"])
-    keys = [None] * depth if key is None else list(jax.random.split(key, depth))
-    h = jax.nn.relu(conv(params["stem"], x[:, :, None]))
-    for i, blk in enumerate(params["blocks"]):
-        u = jax.nn.relu(conv(blk["a"], h))
-        if keys[i] is not None:
-            k_drop, k_block, k_path = jax.random.split(keys[i], 3)
-            u = jaxreg.dropout(k_drop, u, rate=drop)
-            u = jaxreg.drop_block(k_block, u, rate=block_drop, block_size=BLOCK)
-        branch = conv(blk["b"], u)
-        if keys[i] is not None:
-            branch = jaxreg.drop_path(k_path, branch, rate=path_rates[i])
-        h = jax.nn.relu(h + branch)
-    return h.reshape(h.shape[0], -1) @ params["head"]["kernel"] + params["head"]["bias"]
+def make_resnet(blocks_sizes, total_steps):
+    def feature_drop(key, x, hp):
+        ramp = jnp.minimum(hp["step"].astype(jnp.float32) / total_steps, 1.0)  # Ghiasi
+        k_drop, k_block = jax.random.split(key)
+        x = jaxreg.dropout(k_drop, x, rate=hp["drop"] * ramp)
+        out = x
+        for j, size in enumerate(blocks_sizes):  # the model's block size, selected
+            y = jaxreg.drop_block(k_block, x, rate=hp["block_rate"] * ramp, block_size=size)
+            out = jnp.where(hp["block"] == j, y, out)
+        return out
+
+    def resnet(params, hp, x, key=None, stats=None):
+        """Logits and the BN statistics used; ``key=None``: no noise; ``stats=None``:
+        batch statistics (training), else the given population statistics."""
+        depth = len(params["blocks"])
+        keys = [None] * depth if key is None else list(jax.random.split(key, depth))
+        used, it = [], iter(stats or [])
+        bn = lambda p, v: common.batch_norm(p, v, stats=next(it, None))  # noqa: E731
+        h = jax.nn.relu(conv(params["stem"], x[:, :, None]))
+        for i, blk in enumerate(params["blocks"]):
+            u, s1 = bn(blk["bn_a"], conv(blk["a"], h))
+            u, skip = jax.nn.relu(u), h
+            if keys[i] is not None:
+                k_u, k_skip, k_path = jax.random.split(keys[i], 3)
+                u, skip = feature_drop(k_u, u, hp), feature_drop(k_skip, skip, hp)
+            branch, s2 = bn(blk["bn_b"], conv(blk["b"], u))
+            if keys[i] is not None:
+                branch = jaxreg.drop_path(k_path, branch, rate=hp["path"][i])
+            used += [s1, s2]
+            h = jax.nn.relu(skip + branch)
+        logits = h.reshape(h.shape[0], -1) @ params["head"]["kernel"] + params["head"]["bias"]
+        return logits, used
+
+    return resnet
 
 
-def settings(depth, max_rate, feature_rate):
-    linear = np.asarray(jaxreg.drop_path_rates(max_rate, depth), np.float32)
-    const = np.full(depth, linear.mean(), np.float32)
-    zero = np.zeros(depth, np.float32)
-    return [
-        ("none", zero, 0.0, 0.0),
-        (f"depth linear (max {max_rate:g})", linear, 0.0, 0.0),
-        (f"depth constant {linear.mean():.3g}", const, 0.0, 0.0),
-        (f"dropout {feature_rate:g}", zero, feature_rate, 0.0),
-        (f"DropBlock {feature_rate:g} (block {BLOCK})", zero, 0.0, feature_rate),
+def settings(depth, rates, blocks):
+    linear = [float(r) for r in jaxreg.drop_path_rates(0.5, depth)]
+    zero = [0.0] * depth
+    base = {"path": zero, "drop": 0.0, "block_rate": 0.0, "block": 0}
+    out = [("none", base)]
+    out.append(("depth linear (max 0.5)", {**base, "path": linear}))
+    out.append(
+        (
+            f"depth constant {np.mean(linear):.3g}",
+            {**base, "path": [float(np.mean(linear))] * depth},
+        )
+    )
+    out += [(f"dropout {r:g}", {**base, "drop": r}) for r in rates]
+    out += [
+        (f"DropBlock {r:g} block {b}", {**base, "block_rate": r, "block": j})
+        for r in rates
+        for j, b in enumerate(blocks)
     ]
+    return out
 
 
 def main(argv=None):
     p = common.example_parser(__doc__, "stochastic_depth_dropblock")
-    p.add_argument("--seeds", type=common.positive_int, default=3)
+    p.add_argument("--seeds", type=common.positive_int, default=5)
     p.add_argument("--steps", type=common.positive_int, default=2000)
     p.add_argument("--channels", type=common.positive_int, default=16)
-    p.add_argument("--depth", type=common.positive_int, default=4)
+    p.add_argument("--depth", type=common.positive_int, default=12)
     p.add_argument("--train-size", type=common.positive_int, default=2000)
+    p.add_argument("--val-size", type=common.positive_int, default=1000)
+    rates = common.float_list(low=0.0, high=1.0, high_open=True)
+    p.add_argument("--rates", type=rates, default=[0.1, 0.2], help="dropout/DropBlock rates")
+    p.add_argument("--blocks", type=common.float_list(low=1.0), default=[3, 5, 7])
     a = p.parse_args(argv)
-    chunk, num_samples = 250, 5000
-    if a.smoke:  # a small MNIST-1D (generating it is a good part of a smoke run)
-        a.seeds, a.steps, a.channels, a.depth, chunk = 1, 30, 8, 2, 30
-        a.train_size, num_samples = 500, 1000
+    chunk, num_samples = 200, 5000
+    if a.smoke:
+        a.seeds, a.steps, a.channels, a.depth, chunk = 1, 20, 8, 2, 10
+        a.train_size, a.val_size, num_samples, a.rates, a.blocks = 300, 100, 1000, [0.1], [3]
+    blocks = [int(b) for b in a.blocks]
     t0 = time.time()
-    data = common.load_data(num_samples=num_samples, train_size=a.train_size)
-    sets = settings(a.depth, 0.5, 0.1)
-    g = common.grid(setting=np.arange(len(sets)), seed=np.arange(a.seeds))
-    idx = g["setting"]
-    hp = {
-        "path": np.stack([sets[i][1] for i in idx]),
-        "drop": np.array([sets[i][2] for i in idx], np.float32),
-        "block": np.array([sets[i][3] for i in idx], np.float32),
-    }
-
-    def apply(params, hp, x, key):
-        return resnet(
-            params, x, key=key, path_rates=hp["path"], drop=hp["drop"], block_drop=hp["block"]
-        )
-
-    trainer = common.Trainer(
-        init=make_init(a.channels, a.depth),
-        apply=apply,
-        optimizer=lambda hp: optax.adam(1e-3),
-        batch_size=32,
-        chunk_steps=chunk,
-    )
-    state = trainer.init_state(hp, seeds=g["seed"])
-    xtr, ytr, xte, yte = trainer.put_data(data.x_train, data.y_train, data.x_test, data.y_test)
-    curve = []
-    bar = common.progress(a.steps // chunk, models=len(idx), chunk_steps=chunk)
-    for c in range(a.steps // chunk):
-        state, loss = trainer.chunk(state, hp, xtr, ytr)
-        _, acc = trainer.evaluate(state.params, hp, xte, yte)
-        curve.append(((c + 1) * chunk, 1 - common.to_host(acc), common.to_host(loss)))
-        bar.update(1)
-    bar.close()
-    _, acc_tr = trainer.evaluate(state.params, hp, xtr, ytr)
-    acc_tr = common.to_host(acc_tr)
-    rows = []
-    for i, s in enumerate(idx):
-        rows.append(
-            {
-                "setting": sets[s][0],
-                "path_rates": " ".join(f"{r:.3g}" for r in sets[s][1]),
-                "dropout_rate": sets[s][2],
-                "drop_block_rate": sets[s][3],
-                "seed": int(g["seed"][i]),
-                "train_error": float(1 - acc_tr[i]),
-                "test_error": float(curve[-1][1][i]),
-                "best_test_error": float(min(c[1][i] for c in curve)),
-            }
-        )
-    common.write_csv(os.path.join(a.out, "stochastic_depth_dropblock.csv"), rows)
-    curve_rows = [
-        {
-            "step": st,
-            "setting": sets[s][0],
-            "seed": int(g["seed"][i]),
-            "test_error": float(te[i]),
-            "train_loss": float(lo[i]),
-        }
-        for st, te, lo in curve
-        for i, s in enumerate(idx)
+    d = common.load_data(num_samples=num_samples, train_size=a.train_size, val_size=a.val_size)
+    train, val = {"x": d.x_train, "y": d.y_train}, {"x": d.x_val, "y": d.y_val}
+    test = {"x": d.x_test, "y": d.y_test}
+    sets = settings(a.depth, a.rates, blocks)
+    rows_ = [
+        {**{k: v for k, v in s.items() if k != "path"}, "index": i} for i, (_, s) in enumerate(sets)
     ]
-    common.write_csv(os.path.join(a.out, "curves.csv"), curve_rows)
-    names = [s[0] for s in sets]
-    png = os.path.join(a.out, "stochastic_depth_dropblock.png")
-    plot(rows, curve, [sets[s][0] for s in idx], names, a, png)
-    table = []
-    for n in names:
-        sel = [r for r in rows if r["setting"] == n]
-        table.append(
-            [n]
-            + [
-                f"{np.mean([r[k] for r in sel]) * 100:.1f} ± "
-                f"{np.std([r[k] for r in sel]) * 100:.1f}"
-                for k in ("train_error", "test_error", "best_test_error")
-            ]
-        )
-    print(
-        common.markdown_table(
-            ["setting", "train err %", "final test err %", "best test err %"], table
-        )
+    grid = jg.product(jg.rows(rows_, name="setting"), seed=list(range(a.seeds)))
+    path_table = jnp.asarray([s["path"] for _, s in sets], jnp.float32)
+    resnet = make_resnet(blocks, a.steps)
+    x_bn = jnp.asarray(d.x_train[:BN_EXAMPLES])
+
+    def with_path(hp):
+        return {**hp, "path": path_table[hp["index"]]}
+
+    def loss(params, hp, batch, key):
+        logits, _ = resnet(params, with_path(hp), batch["x"], key)
+        return common.cross_entropy(logits, batch["y"])
+
+    def error(params, hp, batch):  # population BN statistics, no noise
+        _, pop = resnet(params, with_path(hp), x_bn)
+        logits, _ = resnet(params, with_path(hp), batch["x"], stats=pop)
+        return (jnp.argmax(logits, -1) != batch["y"]).astype(jnp.float32)
+
+    trainer = jg.Trainer(
+        init=make_init(a.channels, a.depth), loss=loss, optimizer=lambda hp: optax.adam(1e-3),
+        batch_size=32, chunk_steps=chunk, strategy="vmap", validation=error,
+    )  # fmt: skip
+    curve = []
+
+    def after(state, c):
+        curve.append(((c + 1) * chunk, state.to_host(state.metric)))
+
+    state = trainer.train(
+        trainer.init_state(grid, train), train, steps=a.steps, validation_data=val, callback=after
     )
+    ev = {k: trainer.evaluate(state, v, {"e": error}, best=True)["e"] for k, v in
+          (("train", train), ("val", val), ("test", test))}  # fmt: skip
+    best_step = state.to_host(state.best_step)
+    rows = []
+    for i, hp in enumerate(grid.rows()):
+        name, s = sets[int(hp["index"])]
+        rows.append({
+            "setting": name, "path_rates": " ".join(f"{r:.3g}" for r in s["path"]),
+            "dropout_rate": s["drop"], "drop_block_rate": s["block_rate"],
+            "block_size": blocks[s["block"]] if s["block_rate"] else "", "seed": int(hp["seed"]),
+            "best_step": int(best_step[i]), "train_error": float(ev["train"][i]),
+            "val_error": float(ev["val"][i]), "test_error": float(ev["test"][i]),
+        })  # fmt: skip
+    common.write_csv(os.path.join(a.out, "stochastic_depth_dropblock.csv"), rows)
+    names = [n for n, _ in sets]
+    common.write_csv(
+        os.path.join(a.out, "curves.csv"),
+        [{"step": s_, "setting": rows[i]["setting"], "seed": rows[i]["seed"],
+          "val_error": float(v[i])} for s_, v in curve for i in range(grid.size)],
+    )  # fmt: skip
+    summary = report(rows, names, a)
+    plot(rows, curve, names, summary, a, os.path.join(a.out, "stochastic_depth_dropblock.png"))
     print(f"wrote {a.out} in {time.time() - t0:.0f} s")
 
 
-def plot(rows, curve, model_names, names, a, path):
-    import matplotlib
+def col(rows, name, key):
+    return np.array([r[key] for r in rows if r["setting"] == name], np.float64)  # seed order
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+def report(rows, names, a):
+    table = [[n] + [st.mean_sd(col(rows, n, k) * 100, ".1f") for k in
+             ("train_error", "val_error", "test_error")] for n in names]  # fmt: skip
+    print(common.markdown_table(["setting", "train err %", "val err %", "test err %"], table))
+
+    def chosen(prefix):  # lowest mean validation error over seeds
+        return min(
+            (n for n in names if n.startswith(prefix)),
+            key=lambda n: col(rows, n, "val_error").mean(),
+        )
+
+    db, do = chosen("DropBlock"), chosen("dropout")
+    lin, const = names[1], names[2]
+    comps = [(lin, const), (lin, "none"), (const, "none"), (db, do), (db, "none"), (do, "none")]
+    tests = st.paired_holm(
+        [(col(rows, x, "test_error"), col(rows, y, "test_error")) for x, y in comps]
+    )
+    out = []
+    for (x, y), t in zip(comps, tests, strict=True):
+        n = t.n
+        mde = (
+            (sps.t.ppf(0.975, n - 1) + sps.t.ppf(0.8, n - 1)) * t.se * 100
+            if n > 1
+            else float("nan")
+        )
+        verdict = t.verdict() if t.verdict() != "inconclusive" else "inconclusive at this scale"
+        out.append([f"{x} - {y}", t.format(100.0), verdict, f"{mde:.2f}"])
+    print(f"\nTest-error differences (points), paired over {a.seeds} seeds, Holm-adjusted over "
+          f"{len(comps)}; validation chose {db!r} and {do!r}. Detectable: the paired effect "
+          "with 80% power at an unadjusted 5% level given the observed spread.")  # fmt: skip
+    print(
+        common.markdown_table(["difference", "mean [interval] (p)", "verdict", "detectable"], out)
+    )
+    return [(f"{x} - {y}", t) for (x, y), t in zip(comps, tests, strict=True)]
+
+
+def plot(rows, curve, names, summary, a, path):
+    plt = common.matplotlib_pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(18, 5))
     steps = np.array([c[0] for c in curve])
-    err = np.stack([c[1] for c in curve]) * 100
+    val = np.stack([c[1] for c in curve]) * 100
     ax = axes[0]
+    keep = names[:3] + [n for n in names[3:] if n.startswith(("dropout", "DropBlock"))][:2]
     for j, n in enumerate(names):
-        cols = [i for i, m in enumerate(model_names) if m == n]
-        e = err[:, cols]
-        ax.plot(steps, e.mean(1), color=f"C{j}", label=n)
-        ax.fill_between(steps, e.min(1), e.max(1), color=f"C{j}", alpha=0.15)
-    ax.set_ylim(0, min(100.0, 1.5 * float(err[len(err) // 2 :].max())))  # zoom on the end
-    ax.set_xlabel("training step (batch 32)")
-    ax.set_ylabel("test error (%)")
-    ax.set_title("test error during training (band: min-max over seeds)")
-    ax.legend(fontsize=8)
+        cols = [i for i, r in enumerate(rows) if r["setting"] == n]
+        if n in keep or n in {s.split(" - ")[0] for s, _ in summary}:
+            common.plot_band(ax, steps, val[:, cols].T, label=n, color=f"C{j % 10}")
+    ax.set_ylim(0, min(100.0, 1.5 * float(np.nanmax(val[len(val) // 2 :]))))
+    ax.set(
+        xlabel="training step (batch 32)",
+        ylabel="validation error (%)",
+        title="validation error (band: min-max over seeds)",
+    )
+    ax.legend(fontsize=7)
     ax = axes[1]
     for j, n in enumerate(names):
-        v = [r["test_error"] * 100 for r in rows if r["setting"] == n]
-        ax.bar(j, np.mean(v), color=f"C{j}", alpha=0.6)
+        v = col(rows, n, "test_error") * 100
+        ax.bar(j, v.mean(), color=f"C{j % 10}", alpha=0.6)
         ax.plot(np.full(len(v), j), v, "k.")
-    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8, ha="right")
-    ax.set_ylabel("final test error (%) (dots: seeds)")
-    lo = min(r["test_error"] for r in rows) * 100
-    ax.set_ylim(max(0.0, lo - 3), None)
-    ax.set_title("stochastic depth schedules; DropBlock vs dropout")
+    ax.set_xticks(range(len(names)), names, rotation=35, fontsize=7, ha="right")
+    ax.set_ylabel("test error (%) at the validation-chosen step")
+    ax.set_ylim(max(0.0, min(r["test_error"] for r in rows) * 100 - 3), None)
+    ax.set_title("every setting (dots: seeds)")
+    ax = axes[2]
+    for y, (_n, t) in enumerate(summary):
+        ok = np.isfinite(t.low)
+        xerr = [[100 * (t.mean - t.low)], [100 * (t.high - t.mean)]] if ok else None
+        ax.errorbar(100 * t.mean, y, xerr=xerr, fmt="o", color="C3")
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(summary)), [n for n, _ in summary], fontsize=7)
+    ax.set(xlabel="paired test-error difference (points), Holm-adjusted 95% interval",
+           title="comparisons (validation-chosen settings)")  # fmt: skip
     fig.suptitle(
-        f"MNIST-1D residual 1-D CNN ({a.depth} blocks, {a.channels} channels, "
-        f"{a.train_size} training examples): stochastic depth and DropBlock"
+        f"MNIST-1D residual 1-D CNN with BN ({a.depth} blocks, {a.channels} channels, "
+        f"{a.train_size} training examples, {a.steps} steps): stochastic depth and DropBlock"
     )
     fig.tight_layout()
-    common.save_figure(fig, path, dpi=80)
+    common.save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -217,3 +217,23 @@ def test_auto_measures_each_strategy_records_its_choice_and_a_resume_keeps_it(re
     done = again.train(half, DATA, steps=6)
     # vmap is the reference; map one by one rounds differently (no model axis).
     assert_close(done.params, reference.params, rtol=0 if plan.strategy == "vmap" else 1e-4)
+
+
+def loss_with_step(params, hp, batch, key):
+    # The rate follows the step (a schedule inside the loss); aux records the step seen.
+    rate = hp["rate"] * jnp.minimum(hp["step"].astype(jnp.float32) / 4.0, 1.0)
+    out = logits(params, {"rate": rate}, batch["x"], key)
+    value = optax.softmax_cross_entropy_with_integer_labels(out, batch["y"]).mean()
+    return value, {"step": hp["step"].astype(jnp.float32), "rate": rate}
+
+
+def test_loss_sees_the_step_and_step_is_a_reserved_name():
+    t = trainer(loss=loss_with_step)
+    grid = jg.product(rate=[0.5], lr=[0.01], decay=[0.0])
+    state = train(t, grid, steps=6)  # chunks of 3: the last chunk runs steps 3, 4, 5
+    np.testing.assert_array_equal(state.to_host(state.aux["step"]), [4.0])
+    np.testing.assert_allclose(state.to_host(state.aux["rate"]), [0.5 * (0.75 + 1 + 1) / 3])
+    with pytest.raises(ValueError, match="must not be 'step'"):
+        jg.product(step=[0, 1])
+    with pytest.raises(ValueError, match="must not be 'step'"):
+        jg.rows([{"step": 1}])

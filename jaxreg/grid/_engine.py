@@ -75,14 +75,14 @@ def model_chunk(
     opt = trainer.optimizer(hp)
     subset = hp.get("subset")
 
-    def loss_fn(params, batch, key):
-        return split_loss(trainer.loss(params, hp, batch, key), has_aux)
+    def loss_fn(params, batch, key, n):  # the loss also sees the step: hparams["step"]
+        return split_loss(trainer.loss(params, {**hp, "step": n}, batch, key), has_aux)
 
     def step(_, carry):
         params, opt_state, n, loss_sum, aux_sum = carry
         batch_key, loss_key = _keys.step_keys(hp["seed"], n)
         batch = _data.draw_batch(batch_key, data, trainer.batch_size, subsets, subset)
-        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, loss_key)
+        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, loss_key, n)
         updates, opt_state = opt.update(grads, opt_state, params)
         loss_sum = loss_sum + value.astype(jnp.float32)
         if has_aux:

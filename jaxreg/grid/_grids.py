@@ -61,6 +61,12 @@ def _column(fn: str, name: str, values: Sequence[Any]) -> np.ndarray:
 def _check_name(fn: str, name: Any) -> str:
     if not isinstance(name, str) or not name.isidentifier():
         raise fail(fn, f"axis names must be identifiers, got {describe(name)}.", exc=TypeError)
+    if name == "step":
+        raise fail(
+            fn,
+            "axis names must not be 'step', got 'step'. The loss gets the step number as "
+            "hparams['step']; name the axis otherwise (e.g. 'steps').",
+        )
     return name
 
 

@@ -24,7 +24,8 @@ def check_loss(trainer, fn: str, hparams: dict, data: PyTree) -> Any:
     batch = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((trainer.batch_size, *np.shape(a)[1:]), a.dtype), data
     )
-    out = jax.eval_shape(trainer.loss, params, hp, batch, key)
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    out = jax.eval_shape(trainer.loss, params, {**hp, "step": step}, batch, key)
     has_aux = isinstance(out, (tuple, list)) and len(out) == 2
     value = out[0] if has_aux else out
     if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != ():

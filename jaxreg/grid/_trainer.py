@@ -27,6 +27,8 @@ class Trainer:
       init: ``(key, hparams) -> params`` for one model.
       loss: ``(params, hparams, batch, key) -> loss`` or ``(loss, aux)`` for one model:
         a scalar loss on a minibatch; ``key`` is the step's key for dropout and noise.
+        Its ``hparams`` also hold ``"step"``: the model's step number (an int32
+        scalar, 0 for the first step), for schedules of a rate over training.
       optimizer: ``hparams -> optax.GradientTransformation``; called inside the
         compiled program, so the hyperparameters are traced scalars.
       batch_size: examples per step, drawn per model (uniformly, with replacement).
