@@ -1,0 +1,409 @@
+"""Does dropout slow convergence? Steps to a loss or error threshold, and gradient noise.
+
+Claim (a tutorial's list of dropout's drawbacks): "Slower convergence during training
+due to randomness." Here the sweep's MLP 40-128-128-10 (Adam 1e-3, batch 128) is
+trained on MNIST-1D at several dropout rates x seeds, every model in one
+``jaxreg.grid`` program. After every chunk of steps, the deterministic training loss
+(no masks, on a fixed subset of the training set) and the validation error are
+recorded; a model's *steps to threshold* is the first evaluation at or below it.
+Rates are compared with rate 0 as paired differences over seeds (models sharing a seed
+share initialisation and minibatch order).
+
+The randomness is measured too: the "simple" gradient-noise scale
+``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018), estimated from per-example
+gradients (``jax.vmap(jax.grad)``) on a fixed batch of training examples at a few
+checkpoints, with the dropout masks (the gradients SGD sees) and without them (the same
+parameters, data noise only).
+
+Writes ``dropout_convergence.csv`` (steps to each threshold per model),
+``dropout_convergence_curves.csv``, ``dropout_convergence_noise.csv`` and
+``dropout_convergence.png`` to ``--out``.
+
+Run: python examples/dropout_convergence.py [--smoke] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from _common import (
+    cross_entropy,
+    example_parser,
+    fail,
+    float_list,
+    init_mlp,
+    load_data,
+    markdown_table,
+    matplotlib_pyplot,
+    mlp,
+    plot_band,
+    positive_int,
+    save_figure,
+    write_csv,
+)
+from _stats import holm, mean_sd, paired
+
+import jaxreg.grid as jg
+
+NAME = "dropout_convergence"
+FULL = {
+    "rates": [0.0, 0.1, 0.3, 0.5],
+    "seeds": 8,
+    "steps": 4000,
+    "chunk": 50,
+    "hidden": 128,
+    "num_samples": 5000,
+    "val_size": 1000,
+    "loss_thresholds": [1.0, 0.5],
+    "error_thresholds": [0.5, 0.45, 0.4],
+    "checkpoints": [100, 500, 2000, 4000],
+    "noise_batch": 512,
+}
+SMOKE = {
+    "rates": [0.0, 0.5],
+    "seeds": 2,
+    "steps": 60,
+    "chunk": 20,
+    "hidden": 32,
+    "num_samples": 1000,
+    "val_size": 200,
+    "loss_thresholds": [2.25],
+    "error_thresholds": [0.85],
+    "checkpoints": [20, 60],
+    "noise_batch": 64,
+}
+LR, BATCH, LOSS_SUBSET = 1e-3, 128, 1000
+
+
+def parse_args():
+    parser = example_parser(__doc__, NAME)
+    rates = float_list(low=0.0, high=1.0, high_open=True)
+    parser.add_argument("--rates", type=rates, default=None, help="dropout rates (0 is added)")
+    parser.add_argument("--seeds", type=positive_int, default=None, help="seeds 0..N-1")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps")
+    args = parser.parse_args()
+    for k, v in (SMOKE if args.smoke else FULL).items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if 0.0 not in args.rates:
+        args.rates = [0.0, *args.rates]
+    args.rates = sorted(args.rates)
+    if args.steps % args.chunk:
+        fail(f"{NAME}: error: --steps {args.steps} must be a multiple of {args.chunk}")
+    args.checkpoints = sorted({min(c, args.steps) for c in args.checkpoints})
+    if args.seeds < 2 and not args.smoke:
+        fail(f"{NAME}: error: --seeds must be >= 2 for paired intervals")
+    return args
+
+
+# -- the model and its metrics (one model; the grid vmaps them) ----------------------
+
+
+def loss_fn(params, hp, batch, key):
+    return cross_entropy(mlp(params, batch["x"], key=key, rates=hp["rate"]), batch["y"])
+
+
+def error_fn(params, hp, batch):  # per-example 0/1 errors, no dropout
+    return (jnp.argmax(mlp(params, batch["x"]), -1) != batch["y"]).astype(jnp.float32)
+
+
+def det_loss_fn(params, hp, batch):  # per-example training loss, no dropout
+    logits = mlp(params, batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+
+
+# -- gradient-noise scale (in the script: per-example gradients of stored params) -----
+
+
+@jax.jit
+def noise_scale(params, rates, x, y, key):
+    """Per model: (tr Sigma, |G|^2) with masks, and the same without masks.
+
+    ``params`` and ``rates`` have the model axis first; ``x, y`` is a fixed batch of n
+    examples, each with its own dropout key. ``tr Sigma`` is the unbiased trace of the
+    per-example gradient covariance; ``|G|^2 = |mean g|^2 - tr Sigma / n`` is unbiased
+    for the squared norm of the expected gradient.
+    """
+    n = x.shape[0]
+    keys = jax.random.split(key, n)
+
+    def stats(p, rate, train):
+        def one(xi, yi, k):
+            def f(q):
+                logits = mlp(q, xi[None], key=k if train else None, rates=rate)
+                return cross_entropy(logits, yi[None])
+
+            g = jax.grad(f)(p)
+            return jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)])
+
+        g = jax.vmap(one)(x, y, keys)  # (n, num_params)
+        mean = g.mean(0)
+        trace = jnp.sum((g - mean) ** 2) / (n - 1)
+        return trace, jnp.sum(mean**2) - trace / n
+
+    def model(args):
+        p, rate = args
+        return (*stats(p, rate, True), *stats(p, rate, False))
+
+    return jax.lax.map(model, (params, rates))
+
+
+# -- training -------------------------------------------------------------------------
+
+
+def run(args):
+    data = load_data(num_samples=args.num_samples, val_size=args.val_size)
+    train = {"x": data.x_train, "y": data.y_train}
+    val = {"x": data.x_val, "y": data.y_val}
+    subset = {k: v[:LOSS_SUBSET] for k, v in train.items()}
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(data.x_train), args.noise_batch, replace=False)
+    noise_x, noise_y = jnp.asarray(data.x_train[pick]), jnp.asarray(data.y_train[pick])
+
+    grid = jg.product(rate=args.rates, seed=list(range(args.seeds)))
+    sizes = (data.num_features, args.hidden, args.hidden, data.num_classes)
+    trainer = jg.Trainer(
+        init=lambda key, hp: init_mlp(key, sizes),
+        loss=loss_fn,
+        optimizer=lambda hp: optax.adam(LR),
+        batch_size=BATCH,
+        chunk_steps=args.chunk,
+        validation=error_fn,
+        strategy="vmap",  # small dense models: vmap (no "auto" probe to compile)
+    )
+    chunks = args.steps // args.chunk
+    train_loss = np.full((grid.size, chunks), np.nan)
+    val_error = np.full((grid.size, chunks), np.nan)
+    noise = {}
+
+    def callback(state, c):
+        val_error[:, c] = state.to_host(state.metric)
+        train_loss[:, c] = trainer.evaluate(state, subset, {"loss": det_loss_fn})["loss"]
+        step = (c + 1) * args.chunk
+        if step in args.checkpoints:
+            params = state.to_host(state.params)
+            rates = state.to_host(state.hparams["rate"])
+            key = jax.random.key(step)  # the same masks for every model (paired)
+            noise[step] = [np.asarray(a) for a in noise_scale(params, rates, noise_x, noise_y, key)]
+
+    state = trainer.init_state(grid, train)
+    trainer.train(state, train, steps=args.steps, validation_data=val, callback=callback)
+    steps = args.chunk * np.arange(1, chunks + 1)
+    return grid, steps, train_loss, val_error, noise
+
+
+def first_step(curve, steps, threshold):
+    """Per model: the first step whose value is <= threshold (nan if never)."""
+    hit = curve <= threshold
+    return np.where(hit.any(1), steps[hit.argmax(1)], np.nan)
+
+
+def summarize(args, grid, steps, train_loss, val_error):
+    """Rows per (metric, threshold, rate): reached count, steps mean ± sd, paired diff."""
+    rows, models = [], []
+    for metric, curve, thresholds in (
+        ("train loss", train_loss, args.loss_thresholds),
+        ("val error", val_error, args.error_thresholds),
+    ):
+        for th in thresholds:
+            hit = grid.reshape(first_step(curve, steps, th))  # (rates, seeds)
+            models.append((metric, th, hit))
+            for i, rate in enumerate(args.rates):
+                row = {"metric": metric, "threshold": th, "rate": rate}
+                reached = np.isfinite(hit[i])
+                row["reached"] = f"{reached.sum()}/{args.seeds}"
+                row["steps"] = mean_sd(hit[i][reached], ".0f") if reached.any() else "-"
+                both = reached & np.isfinite(hit[0])
+                if i == 0:
+                    row["diff"], row["p"] = "(reference)", np.nan
+                elif both.all() and args.seeds > 1:
+                    d = paired(hit[i], hit[0])
+                    row["diff"], row["p"] = d.format(fmt="+.0f"), d.p
+                    row["low"], row["high"] = d.low, d.high
+                elif not reached.any() and np.isfinite(hit[0]).all():
+                    row["diff"], row["p"] = f"> {args.steps - np.nanmax(hit[0]):.0f}", np.nan
+                elif not np.isfinite(hit[0]).any() and reached.all():
+                    row["diff"], row["p"] = "rate 0 never reaches it", np.nan
+                else:
+                    row["diff"], row["p"] = "censored (not every seed reached it)", np.nan
+                rows.append(row)
+    ps = [r["p"] for r in rows if np.isfinite(r["p"])]
+    adjusted = iter(holm(ps)) if ps else iter(())
+    for r in rows:
+        r["p_holm"] = next(adjusted) if np.isfinite(r["p"]) else np.nan
+        if np.isfinite(r["p"]):
+            lo, hi = r["low"], r["high"]
+            r["verdict"] = "inconclusive" if lo <= 0 <= hi else ("slower" if lo > 0 else "faster")
+        else:
+            r["verdict"] = ""
+    return rows, models
+
+
+def report(args, grid, steps, train_loss, val_error, noise, elapsed):
+    rows, models = summarize(args, grid, steps, train_loss, val_error)
+    best = grid.reshape(np.nanmin(val_error, 1))
+    out_rows = []
+    for metric, th, hit in models:
+        for i, rate in enumerate(args.rates):
+            for s in range(args.seeds):
+                out_rows.append(
+                    {
+                        "metric": metric.replace(" ", "_"),
+                        "threshold": th,
+                        "rate": rate,
+                        "seed": s,
+                        "steps_to_threshold": "" if np.isnan(hit[i, s]) else int(hit[i, s]),
+                        "best_val_error": round(float(best[i, s]), 5),
+                    }
+                )
+    write_csv(os.path.join(args.out, f"{NAME}.csv"), out_rows)
+    curve_rows = [
+        {
+            "rate": float(grid.hparams["rate"][m]),
+            "seed": int(grid.hparams["seed"][m]),
+            "step": int(t),
+            "train_loss": round(float(train_loss[m, c]), 5),
+            "val_error": round(float(val_error[m, c]), 5),
+        }
+        for m in range(grid.size)
+        for c, t in enumerate(steps)
+    ]
+    write_csv(os.path.join(args.out, f"{NAME}_curves.csv"), curve_rows)
+    noise_rows = []
+    for step, (tr_m, g2_m, tr_d, g2_d) in sorted(noise.items()):
+        for m in range(grid.size):
+            noise_rows.append(
+                {
+                    "rate": float(grid.hparams["rate"][m]),
+                    "seed": int(grid.hparams["seed"][m]),
+                    "step": step,
+                    "trace_sigma_masks": float(tr_m[m]),
+                    "grad_norm2_masks": float(g2_m[m]),
+                    "b_simple_masks": float(tr_m[m] / g2_m[m]),
+                    "trace_sigma_no_masks": float(tr_d[m]),
+                    "grad_norm2_no_masks": float(g2_d[m]),
+                    "b_simple_no_masks": float(tr_d[m] / g2_d[m]),
+                }
+            )
+    write_csv(os.path.join(args.out, f"{NAME}_noise.csv"), noise_rows)
+
+    print(
+        f"MNIST-1D ({args.num_samples * 4 // 5 - args.val_size} train, "
+        f"{args.val_size} val), MLP 40-{args.hidden}-{args.hidden}-10, Adam {LR:g}, "
+        f"batch {BATCH}, {args.steps} steps, evaluated every {args.chunk}; "
+        f"{args.seeds} seeds; {grid.size} models in one grid, {elapsed:.0f} s\n"
+    )
+    print(
+        markdown_table(
+            ["metric", "threshold", "rate", "reached", "steps (mean ± sd)", "vs rate 0 [95% CI]",
+             "Holm p", "verdict"],
+            [
+                [r["metric"], f"{r['threshold']:g}", f"{r['rate']:g}", r["reached"], r["steps"],
+                 r["diff"], "" if np.isnan(r["p_holm"]) else f"{r['p_holm']:.2g}", r["verdict"]]
+                for r in rows
+            ],
+        )
+    )  # fmt: skip
+    print("\nbest validation error over training (mean ± sd over seeds):")
+    print(
+        markdown_table(
+            ["rate", "best val error", "vs rate 0 [95% CI]"],
+            [
+                [f"{r:g}", mean_sd(best[i]),
+                 "(reference)" if i == 0 else paired(best[i], best[0]).format(scale=100)]
+                for i, r in enumerate(args.rates)
+            ],
+        )
+    )  # fmt: skip
+    print("\ngradient-noise scale B_simple = tr(Sigma)/|G|^2 (median over seeds), masks / none:")
+    table = []
+    for step, (tr_m, g2_m, tr_d, g2_d) in sorted(noise.items()):
+        bm, bd = grid.reshape(tr_m / g2_m), grid.reshape(tr_d / g2_d)
+        table.append(
+            [step]
+            + [f"{np.median(bm[i]):.3g} / {np.median(bd[i]):.3g}" for i in range(len(args.rates))]
+        )
+    print(markdown_table(["step"] + [f"rate {r:g}" for r in args.rates], table))
+    plot(args, grid, steps, train_loss, val_error, noise, models)
+    print(f"\nwrote {args.out}/{NAME}.csv, _curves.csv, _noise.csv, .png")
+
+
+def plot(args, grid, steps, train_loss, val_error, noise, models):
+    plt = matplotlib_pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    colors = {r: f"C{i}" for i, r in enumerate(args.rates)}
+    tl, ve = grid.reshape(train_loss), grid.reshape(val_error)
+    for i, r in enumerate(args.rates):
+        plot_band(axes[0, 0], steps, tl[i], label=f"rate {r:g}", color=colors[r])
+        plot_band(axes[0, 1], steps, 100 * ve[i], label=f"rate {r:g}", color=colors[r])
+    for th in args.loss_thresholds:
+        axes[0, 0].axhline(th, color="gray", ls=":", lw=1)
+    for th in args.error_thresholds:
+        axes[0, 1].axhline(100 * th, color="gray", ls=":", lw=1)
+    axes[0, 0].set(yscale="log", xlabel="step", ylabel="training loss (no masks, log)",
+                   title=f"Training loss on {LOSS_SUBSET} training examples")  # fmt: skip
+    axes[0, 1].set(xlabel="step", ylabel="validation error (%)", title="Validation error")
+    axes[0, 1].set_ylim(top=min(100.0, 100 * np.nanmax(ve[:, :, len(steps) // 10 :]) + 5))
+
+    ax = axes[1, 0]
+    width = 0.8 / len(args.rates)
+    for j, (metric, th, hit) in enumerate(models):
+        for i, r in enumerate(args.rates):
+            x = j + (i - (len(args.rates) - 1) / 2) * width
+            v = hit[i]
+            ok = np.isfinite(v)
+            if ok.any():
+                ax.bar(x, np.mean(v[ok]), width, color=colors[r], alpha=0.75,
+                       label=f"rate {r:g}" if j == 0 else None)  # fmt: skip
+                ax.plot(np.full(ok.sum(), x), v[ok], "k.", ms=3)
+            if not ok.all():
+                ax.text(x, args.steps, f"{(~ok).sum()}\nnever", ha="center", va="bottom",
+                        fontsize=7, color=colors[r])  # fmt: skip
+    ax.set_xticks(range(len(models)),
+                  [f"{m}\n≤ {th:g}" for m, th, _ in models], fontsize=8)  # fmt: skip
+    ax.axhline(args.steps, color="gray", ls=":", lw=1)
+    ax.set(ylabel="steps to threshold", ylim=(0, args.steps * 1.2),
+           title=f"Steps to threshold (bar: mean of seeds that reached it; dots: seeds)")  # fmt: skip
+    ax.legend(fontsize=8, loc="upper left")
+
+    ax = axes[1, 1]
+    ckpts = sorted(noise)
+    for i, r in enumerate(args.rates):
+        bm = np.array([grid.reshape(noise[c][0] / noise[c][1])[i] for c in ckpts])
+        bd = np.array([grid.reshape(noise[c][2] / noise[c][3])[i] for c in ckpts])
+        ax.plot(ckpts, np.median(bm, 1), "o-", color=colors[r], label=f"rate {r:g}, masks")
+        if r > 0:
+            ax.plot(ckpts, np.median(bd, 1), "s--", color=colors[r], alpha=0.6,
+                    label=f"rate {r:g}, no masks")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="step (log)",
+           ylabel="B_simple = tr Σ / |G|² (examples, log)",
+           title=f"Gradient-noise scale, {args.noise_batch} examples (median of seeds)")  # fmt: skip
+    ax.legend(fontsize=7, ncol=2)
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 1].legend(fontsize=8)
+    fig.suptitle(
+        f"Dropout and convergence: MLP 40-{args.hidden}-{args.hidden}-10 on MNIST-1D, Adam "
+        f"{LR:g}, batch {BATCH}; {args.seeds} seeds (bands: min-max)"
+    )
+    fig.tight_layout()
+    save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.perf_counter()
+    grid, steps, train_loss, val_error, noise = run(args)
+    os.makedirs(args.out, exist_ok=True)
+    report(args, grid, steps, train_loss, val_error, noise, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
