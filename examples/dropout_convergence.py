@@ -24,6 +24,7 @@ Run: python examples/dropout_convergence.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -62,7 +63,8 @@ FULL = {
     "loss_thresholds": [1.0, 0.5],
     "error_thresholds": [0.5, 0.45, 0.4],
     "checkpoints": [100, 500, 2000, 4000],
-    "noise_batch": 512,
+    "repeats": 4,
+    "noise_chunk": 100,
 }
 SMOKE = {
     "rates": [0.0, 0.5],
@@ -75,7 +77,8 @@ SMOKE = {
     "loss_thresholds": [2.25],
     "error_thresholds": [0.85],
     "checkpoints": [20, 60],
-    "noise_batch": 64,
+    "repeats": 2,
+    "noise_chunk": 100,
 }
 LR, BATCH, LOSS_SUBSET = 1e-3, 128, 1000
 
@@ -120,37 +123,73 @@ def det_loss_fn(params, hp, batch):  # per-example training loss, no dropout
 # -- gradient-noise scale (in the script: per-example gradients of stored params) -----
 
 
-@jax.jit
-def noise_scale(params, rates, x, y, key):
-    """Per model: (tr Sigma, |G|^2) with masks, and the same without masks.
+@functools.partial(jax.jit, static_argnames=("repeats", "chunk"))
+def gradient_moments(params, rates, x, y, key, *, repeats, chunk):
+    """Per model, sums over per-example gradients ``g[i, r]`` (example i, mask draw r).
 
-    ``params`` and ``rates`` have the model axis first; ``x, y`` is a fixed batch of n
-    examples, each with its own dropout key. ``tr Sigma`` is the unbiased trace of the
-    per-example gradient covariance; ``|G|^2 = |mean g|^2 - tr Sigma / n`` is unbiased
-    for the squared norm of the expected gradient.
+    Returns ``(s1, s2, w, d1, d2)`` per model: with masks, ``s1 = sum g`` (a vector),
+    ``s2 = sum |g|^2`` and ``w = sum_i sum_r |g[i, r] - mean_r g[i]|^2`` (the masks'
+    own variance); without masks (``repeats`` 1), ``d1`` and ``d2``. Every example of
+    ``x`` is used once per draw (``chunk`` examples at a time, one model at a time).
     """
-    n = x.shape[0]
-    keys = jax.random.split(key, n)
+    n = x.shape[0] // chunk * chunk
+    xs, ys = x[:n].reshape(-1, chunk, x.shape[1]), y[:n].reshape(-1, chunk)
+    ids = jnp.arange(n).reshape(-1, chunk)
 
-    def stats(p, rate, train):
-        def one(xi, yi, k):
-            def f(q):
-                logits = mlp(q, xi[None], key=k if train else None, rates=rate)
-                return cross_entropy(logits, yi[None])
+    def flat_grad(p, rate, xi, yi, k):
+        def f(q):
+            return cross_entropy(mlp(q, xi[None], key=k, rates=rate), yi[None])
 
-            g = jax.grad(f)(p)
-            return jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)])
-
-        g = jax.vmap(one)(x, y, keys)  # (n, num_params)
-        mean = g.mean(0)
-        trace = jnp.sum((g - mean) ** 2) / (n - 1)
-        return trace, jnp.sum(mean**2) - trace / n
+        g = jax.grad(f)(p)
+        return jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)])
 
     def model(args):
         p, rate = args
-        return (*stats(p, rate, True), *stats(p, rate, False))
+
+        def body(carry, batch):
+            xb, yb, ib = batch
+            keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), repeats))(ib)
+            per_draw = jax.vmap(lambda xi, yi, k: flat_grad(p, rate, xi, yi, k), (None, None, 0))
+            g = jax.vmap(per_draw)(xb, yb, keys)  # (chunk, repeats, num_params)
+            d = jax.vmap(lambda xi, yi: flat_grad(p, rate, xi, yi, None))(xb, yb)
+            within = jnp.sum((g - g.mean(1, keepdims=True)) ** 2)
+            s1, s2, w, d1, d2 = carry
+            return (
+                s1 + g.sum((0, 1)),
+                s2 + jnp.sum(g**2),
+                w + within,
+                d1 + d.sum(0),
+                d2 + jnp.sum(d**2),
+            ), None
+
+        size = sum(a.size for a in jax.tree_util.tree_leaves(p))
+        zero = (jnp.zeros(size), 0.0, 0.0, jnp.zeros(size), 0.0)
+        return jax.lax.scan(body, zero, (xs, ys, ids))[0]
 
     return jax.lax.map(model, (params, rates))
+
+
+def noise_stats(moments, n, repeats):
+    """Per model: tr Sigma and |G|^2 with masks, the masks' share of tr Sigma, and
+    tr Sigma and |G|^2 without masks.
+
+    ``G`` is the expected gradient of one (example, mask) draw over the training set
+    and the masks; ``Sigma`` the covariance of that draw. Without masks every
+    training example is used once, so ``|G|^2`` is exact and ``tr Sigma`` is the
+    population variance. With masks the mean of the ``n * repeats`` draws still holds
+    mask noise: ``|mean|^2`` overestimates ``|G|^2`` by (masks' variance) / (n repeats),
+    which is subtracted (unbiased, so it can come out negative when the noise swamps
+    the signal); ``tr Sigma = E|g|^2 - |G|^2``. At rate 0 both versions agree.
+    """
+    s1, s2, w, d1, d2 = (np.asarray(a, np.float64) for a in moments)
+    m = n * repeats
+    mean2 = np.sum((s1 / m) ** 2, -1)
+    mask_var = w / (n * (repeats - 1))
+    g2 = mean2 - mask_var / m
+    trace = s2 / m - g2  # E|g|^2 - |G|^2 over one (example, mask) draw
+    det_g2 = np.sum((d1 / n) ** 2, -1)
+    det_trace = d2 / n - det_g2
+    return trace, g2, mask_var / trace, det_trace, det_g2
 
 
 # -- training -------------------------------------------------------------------------
@@ -161,9 +200,8 @@ def run(args):
     train = {"x": data.x_train, "y": data.y_train}
     val = {"x": data.x_val, "y": data.y_val}
     subset = {k: v[:LOSS_SUBSET] for k, v in train.items()}
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(data.x_train), args.noise_batch, replace=False)
-    noise_x, noise_y = jnp.asarray(data.x_train[pick]), jnp.asarray(data.y_train[pick])
+    noise_x, noise_y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    n_noise = len(data.x_train) // args.noise_chunk * args.noise_chunk
 
     grid = jg.product(rate=args.rates, seed=list(range(args.seeds)))
     sizes = (data.num_features, args.hidden, args.hidden, data.num_classes)
@@ -189,7 +227,10 @@ def run(args):
             params = state.to_host(state.params)
             rates = state.to_host(state.hparams["rate"])
             key = jax.random.key(step)  # the same masks for every model (paired)
-            noise[step] = [np.asarray(a) for a in noise_scale(params, rates, noise_x, noise_y, key)]
+            moments = gradient_moments(
+                params, rates, noise_x, noise_y, key, repeats=args.repeats, chunk=args.noise_chunk
+            )
+            noise[step] = noise_stats(moments, n_noise, args.repeats)
 
     state = trainer.init_state(grid, train)
     trainer.train(state, train, steps=args.steps, validation_data=val, callback=callback)
@@ -218,29 +259,35 @@ def summarize(args, grid, steps, train_loss, val_error):
                 reached = np.isfinite(hit[i])
                 row["reached"] = f"{reached.sum()}/{args.seeds}"
                 row["steps"] = mean_sd(hit[i][reached], ".0f") if reached.any() else "-"
-                both = reached & np.isfinite(hit[0])
+                ref_censored, censored = ~np.isfinite(hit[0]), ~reached
+                row["bound"] = ""
                 if i == 0:
                     row["diff"], row["p"] = "(reference)", np.nan
-                elif both.all() and args.seeds > 1:
-                    d = paired(hit[i], hit[0])
-                    row["diff"], row["p"] = d.format(fmt="+.0f"), d.p
-                    row["low"], row["high"] = d.low, d.high
-                elif not reached.any() and np.isfinite(hit[0]).all():
-                    row["diff"], row["p"] = f"> {args.steps - np.nanmax(hit[0]):.0f}", np.nan
-                elif not np.isfinite(hit[0]).any() and reached.all():
-                    row["diff"], row["p"] = "rate 0 never reaches it", np.nan
+                elif args.seeds < 2 or (ref_censored.any() and censored.any()):
+                    row["diff"], row["p"] = "censored in both", np.nan
                 else:
-                    row["diff"], row["p"] = "censored (not every seed reached it)", np.nan
+                    # a model that never reached it counts as reaching it one chunk after
+                    # the end: then the difference is a bound (<= when rate 0 never
+                    # reached it, >= when rate r never did)
+                    late = args.steps + args.chunk
+                    d = paired(np.nan_to_num(hit[i], nan=late), np.nan_to_num(hit[0], nan=late))
+                    row["bound"] = "≤ " if ref_censored.any() else ("≥ " if censored.any() else "")
+                    row["diff"] = row["bound"] + d.format(fmt="+.0f")
+                    row["p"], row["low"], row["high"] = d.p, d.low, d.high
                 rows.append(row)
     ps = [r["p"] for r in rows if np.isfinite(r["p"])]
     adjusted = iter(holm(ps)) if ps else iter(())
     for r in rows:
         r["p_holm"] = next(adjusted) if np.isfinite(r["p"]) else np.nan
-        if np.isfinite(r["p"]):
-            lo, hi = r["low"], r["high"]
-            r["verdict"] = "inconclusive" if lo <= 0 <= hi else ("slower" if lo > 0 else "faster")
-        else:
+        lo, hi = r.get("low", np.nan), r.get("high", np.nan)
+        if not np.isfinite(r["p"]):
             r["verdict"] = ""
+        elif (r["bound"] != "≥ " and hi < 0) or (r["bound"] == "≥ " and lo > 0):
+            r["verdict"] = "faster" if hi < 0 else "slower"  # the bound allows it
+        elif r["bound"] == "" and lo > 0:
+            r["verdict"] = "slower"
+        else:
+            r["verdict"] = "inconclusive"
     return rows, models
 
 
@@ -275,7 +322,7 @@ def report(args, grid, steps, train_loss, val_error, noise, elapsed):
     ]
     write_csv(os.path.join(args.out, f"{NAME}_curves.csv"), curve_rows)
     noise_rows = []
-    for step, (tr_m, g2_m, tr_d, g2_d) in sorted(noise.items()):
+    for step, (tr_m, g2_m, share, tr_d, g2_d) in sorted(noise.items()):
         for m in range(grid.size):
             noise_rows.append(
                 {
@@ -284,10 +331,9 @@ def report(args, grid, steps, train_loss, val_error, noise, elapsed):
                     "step": step,
                     "trace_sigma_masks": float(tr_m[m]),
                     "grad_norm2_masks": float(g2_m[m]),
-                    "b_simple_masks": float(tr_m[m] / g2_m[m]),
+                    "mask_share": float(share[m]),
                     "trace_sigma_no_masks": float(tr_d[m]),
                     "grad_norm2_no_masks": float(g2_d[m]),
-                    "b_simple_no_masks": float(tr_d[m] / g2_d[m]),
                 }
             )
     write_csv(os.path.join(args.out, f"{NAME}_noise.csv"), noise_rows)
@@ -300,37 +346,70 @@ def report(args, grid, steps, train_loss, val_error, noise, elapsed):
     )
     print(
         markdown_table(
-            ["metric", "threshold", "rate", "reached", "steps (mean ± sd)", "vs rate 0 [95% CI]",
-             "Holm p", "verdict"],
             [
-                [r["metric"], f"{r['threshold']:g}", f"{r['rate']:g}", r["reached"], r["steps"],
-                 r["diff"], "" if np.isnan(r["p_holm"]) else f"{r['p_holm']:.2g}", r["verdict"]]
+                "metric",
+                "threshold",
+                "rate",
+                "reached",
+                "steps (mean ± sd)",
+                "vs rate 0 [95% CI]",
+                "Holm p",
+                "verdict",
+            ],
+            [
+                [
+                    r["metric"],
+                    f"{r['threshold']:g}",
+                    f"{r['rate']:g}",
+                    r["reached"],
+                    r["steps"],
+                    r["diff"],
+                    "" if np.isnan(r["p_holm"]) else f"{r['p_holm']:.2g}",
+                    r["verdict"],
+                ]
                 for r in rows
             ],
         )
-    )  # fmt: skip
+    )
     print("\nbest validation error over training (mean ± sd over seeds):")
     print(
         markdown_table(
             ["rate", "best val error", "vs rate 0 [95% CI]"],
             [
-                [f"{r:g}", mean_sd(best[i]),
-                 "(reference)" if i == 0 else paired(best[i], best[0]).format(scale=100)]
+                [
+                    f"{r:g}",
+                    mean_sd(best[i]),
+                    "(reference)" if i == 0 else paired(best[i], best[0]).format(scale=100),
+                ]
                 for i, r in enumerate(args.rates)
             ],
         )
-    )  # fmt: skip
-    print("\ngradient-noise scale B_simple = tr(Sigma)/|G|^2 (median over seeds), masks / none:")
+    )
+    print(
+        "\ngradient-noise scale B_simple = tr(Sigma)/|G|^2 in examples (ratio of the means "
+        "over seeds), with masks / without masks at the same parameters; in brackets the "
+        "masks' share of tr(Sigma) with masks:"
+    )
     table = []
-    for step, (tr_m, g2_m, tr_d, g2_d) in sorted(noise.items()):
-        bm, bd = grid.reshape(tr_m / g2_m), grid.reshape(tr_d / g2_d)
+    for step in sorted(noise):
+        bm, bd, share = b_simple(grid, noise[step])
         table.append(
             [step]
-            + [f"{np.median(bm[i]):.3g} / {np.median(bd[i]):.3g}" for i in range(len(args.rates))]
+            + [f"{fmt_b(bm[i])} / {fmt_b(bd[i])} ({share[i]:.0%})" for i in range(len(args.rates))]
         )
     print(markdown_table(["step"] + [f"rate {r:g}" for r in args.rates], table))
     plot(args, grid, steps, train_loss, val_error, noise, models)
     print(f"\nwrote {args.out}/{NAME}.csv, _curves.csv, _noise.csv, .png")
+
+
+def b_simple(grid, stats):
+    """Per rate: B_simple with masks and without (ratio of seed means), mask share."""
+    tr_m, g2_m, share, tr_d, g2_d = (grid.reshape(a).mean(-1) for a in stats)
+    return tr_m / np.where(g2_m > 0, g2_m, np.nan), tr_d / g2_d, share
+
+
+def fmt_b(b):
+    return "unresolved" if not np.isfinite(b) else f"{b:.3g}"
 
 
 def plot(args, grid, steps, train_loss, val_error, noise, models):
@@ -345,44 +424,72 @@ def plot(args, grid, steps, train_loss, val_error, noise, models):
         axes[0, 0].axhline(th, color="gray", ls=":", lw=1)
     for th in args.error_thresholds:
         axes[0, 1].axhline(100 * th, color="gray", ls=":", lw=1)
-    axes[0, 0].set(yscale="log", xlabel="step", ylabel="training loss (no masks, log)",
-                   title=f"Training loss on {LOSS_SUBSET} training examples")  # fmt: skip
+    axes[0, 0].set(
+        yscale="log",
+        xlabel="step",
+        ylabel="training loss (no masks, log)",
+        title=f"Training loss on {LOSS_SUBSET} training examples",
+    )
     axes[0, 1].set(xlabel="step", ylabel="validation error (%)", title="Validation error")
     axes[0, 1].set_ylim(top=min(100.0, 100 * np.nanmax(ve[:, :, len(steps) // 10 :]) + 5))
 
     ax = axes[1, 0]
     width = 0.8 / len(args.rates)
-    for j, (metric, th, hit) in enumerate(models):
+    for j, (_, _, hit) in enumerate(models):
         for i, r in enumerate(args.rates):
             x = j + (i - (len(args.rates) - 1) / 2) * width
             v = hit[i]
             ok = np.isfinite(v)
             if ok.any():
-                ax.bar(x, np.mean(v[ok]), width, color=colors[r], alpha=0.75,
-                       label=f"rate {r:g}" if j == 0 else None)  # fmt: skip
+                ax.bar(
+                    x,
+                    np.mean(v[ok]),
+                    width,
+                    color=colors[r],
+                    alpha=0.75,
+                    label=f"rate {r:g}" if j == 0 else None,
+                )
                 ax.plot(np.full(ok.sum(), x), v[ok], "k.", ms=3)
             if not ok.all():
-                ax.text(x, args.steps, f"{(~ok).sum()}\nnever", ha="center", va="bottom",
-                        fontsize=7, color=colors[r])  # fmt: skip
-    ax.set_xticks(range(len(models)),
-                  [f"{m}\n≤ {th:g}" for m, th, _ in models], fontsize=8)  # fmt: skip
+                ax.text(
+                    x,
+                    args.steps,
+                    f"{(~ok).sum()}\nnever",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color=colors[r],
+                )
+    ax.set_xticks(range(len(models)), [f"{m}\n≤ {th:g}" for m, th, _ in models], fontsize=8)
     ax.axhline(args.steps, color="gray", ls=":", lw=1)
-    ax.set(ylabel="steps to threshold", ylim=(0, args.steps * 1.2),
-           title=f"Steps to threshold (bar: mean of seeds that reached it; dots: seeds)")  # fmt: skip
+    ax.set(
+        ylabel="steps to threshold",
+        ylim=(0, args.steps * 1.2),
+        title="Steps to threshold (bar: mean of seeds that reached it; dots: seeds)",
+    )
     ax.legend(fontsize=8, loc="upper left")
 
     ax = axes[1, 1]
     ckpts = sorted(noise)
+    bs = [b_simple(grid, noise[c]) for c in ckpts]
     for i, r in enumerate(args.rates):
-        bm = np.array([grid.reshape(noise[c][0] / noise[c][1])[i] for c in ckpts])
-        bd = np.array([grid.reshape(noise[c][2] / noise[c][3])[i] for c in ckpts])
-        ax.plot(ckpts, np.median(bm, 1), "o-", color=colors[r], label=f"rate {r:g}, masks")
+        ax.plot(ckpts, [b[0][i] for b in bs], "o-", color=colors[r], label=f"rate {r:g}, masks")
         if r > 0:
-            ax.plot(ckpts, np.median(bd, 1), "s--", color=colors[r], alpha=0.6,
-                    label=f"rate {r:g}, no masks")  # fmt: skip
-    ax.set(xscale="log", yscale="log", xlabel="step (log)",
-           ylabel="B_simple = tr Σ / |G|² (examples, log)",
-           title=f"Gradient-noise scale, {args.noise_batch} examples (median of seeds)")  # fmt: skip
+            ax.plot(
+                ckpts,
+                [b[1][i] for b in bs],
+                "s--",
+                color=colors[r],
+                alpha=0.6,
+                label=f"rate {r:g}, no masks",
+            )
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="step (log)",
+        ylabel="B_simple = tr Σ / |G|² (examples, log)",
+        title="Gradient-noise scale on the training set (mean over seeds)",
+    )
     ax.legend(fontsize=7, ncol=2)
     for a in axes.flat:
         a.grid(alpha=0.3)

@@ -93,8 +93,10 @@ def parse_args():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     args.rates, args.sizes, args.val_sizes = (
-        sorted(args.rates), sorted(args.sizes), sorted(args.val_sizes)
-    )  # fmt: skip
+        sorted(args.rates),
+        sorted(args.sizes),
+        sorted(args.val_sizes),
+    )
     if args.steps % args.chunk:
         fail(f"{NAME}: error: --steps {args.steps} must be a multiple of {args.chunk}")
     if args.sizes[-1] > args.train_pool:
@@ -222,14 +224,19 @@ def report(args, grid, test, val, elapsed):
                     }
                 )
             table.append(
-                [n, v, f"{d.mean:.2f} [{d.low:.2f}, {d.high:.2f}]",
-                 mean_sd(chosen[a, :, j], ".2f"), mean_sd(oracle[a], ".2f"),
-                 mean_sd(100 * test[a].min(-1), ".1f")]
-            )  # fmt: skip
+                [
+                    n,
+                    v,
+                    f"{d.mean:.2f} [{d.low:.2f}, {d.high:.2f}]",
+                    mean_sd(chosen[a, :, j], ".2f"),
+                    mean_sd(oracle[a], ".2f"),
+                    mean_sd(100 * test[a].min(-1), ".1f"),
+                ]
+            )
     write_csv(os.path.join(args.out, f"{NAME}.csv"), out)
     model_rows = grid.rows(
-        test_error=np.round(test.reshape(-1), 6),
-        val_pool_error=np.round(val.mean(-1).reshape(-1), 6),
+        test_error=[round(float(e), 6) for e in test.reshape(-1)],
+        val_pool_error=[round(float(e), 6) for e in val.mean(-1).reshape(-1)],
     )
     for r in model_rows:
         r["rate"] = round(r["rate"], 4)
@@ -243,11 +250,17 @@ def report(args, grid, test, val, elapsed):
     )
     print(
         markdown_table(
-            ["train size", "val size", "regret, test error pp (mean [95% CI])",
-             "chosen rate (mean ± sd)", "oracle rate", "oracle test error %"],
+            [
+                "train size",
+                "val size",
+                "regret, test error pp (mean [95% CI])",
+                "chosen rate (mean ± sd)",
+                "oracle rate",
+                "oracle test error %",
+            ],
             table,
         )
-    )  # fmt: skip
+    )
     fixed = []
     for a, n in enumerate(args.sizes):
         row = [n]
@@ -268,33 +281,62 @@ def plot(args, test, regret, chosen, oracle):
     for a, n in enumerate(args.sizes):
         m = 100 * test[a].mean(0)
         half = [paired(100 * test[a, :, i], zeros) for i in range(len(args.rates))]
-        ax.errorbar(args.rates, m, yerr=[m - [h.low for h in half], [h.high for h in half] - m],
-                    marker="o", capsize=3, label=f"{n} training examples", color=f"C{a}")  # fmt: skip
-    ax.set(xlabel="dropout rate", ylabel="test error (%)",
-           title="Test error by rate (mean, 95% CI over seeds)")  # fmt: skip
+        ax.errorbar(
+            args.rates,
+            m,
+            yerr=[m - [h.low for h in half], [h.high for h in half] - m],
+            marker="o",
+            capsize=3,
+            label=f"{n} training examples",
+            color=f"C{a}",
+        )
+    ax.set(
+        xlabel="dropout rate",
+        ylabel="test error (%)",
+        title="Test error by rate (mean, 95% CI over seeds)",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[1]
     for a, n in enumerate(args.sizes):
         d = [paired(100 * regret[a, :, j], zeros) for j in range(len(args.val_sizes))]
         m = np.array([x.mean for x in d])
-        ax.errorbar(args.val_sizes, m, yerr=[m - [x.low for x in d], [x.high for x in d] - m],
-                    marker="o", capsize=3, label=f"{n} training examples", color=f"C{a}")  # fmt: skip
+        ax.errorbar(
+            args.val_sizes,
+            m,
+            yerr=[m - [x.low for x in d], [x.high for x in d] - m],
+            marker="o",
+            capsize=3,
+            label=f"{n} training examples",
+            color=f"C{a}",
+        )
     ax.axhline(0, color="gray", lw=1)
-    ax.set(xscale="log", xlabel="validation examples (log)",
-           ylabel="regret: test error points above the oracle",
-           title="Validation-chosen rate vs test oracle (95% CI)")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="validation examples (log)",
+        ylabel="regret: test error points above the oracle",
+        title="Validation-chosen rate vs test oracle (95% CI)",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[2]
     for a, n in enumerate(args.sizes):
-        ax.errorbar(np.asarray(args.val_sizes) * (1 + 0.04 * a), chosen[a].mean(0),
-                    yerr=chosen[a].std(0, ddof=1) if args.seeds > 1 else None, marker="o",
-                    capsize=3, color=f"C{a}", label=f"{n}: chosen (mean ± sd)")  # fmt: skip
-        ax.axhline(oracle[a].mean(), color=f"C{a}", ls="--", lw=1,
-                   label=f"{n}: oracle rate (mean)")  # fmt: skip
-    ax.set(xscale="log", xlabel="validation examples (log)", ylabel="dropout rate",
-           title="Chosen rate (mean over validation sets and seeds)")  # fmt: skip
+        ax.errorbar(
+            np.asarray(args.val_sizes) * (1 + 0.04 * a),
+            chosen[a].mean(0),
+            yerr=chosen[a].std(0, ddof=1) if args.seeds > 1 else None,
+            marker="o",
+            capsize=3,
+            color=f"C{a}",
+            label=f"{n}: chosen (mean ± sd)",
+        )
+        ax.axhline(oracle[a].mean(), color=f"C{a}", ls="--", lw=1, label=f"{n}: oracle rate (mean)")
+    ax.set(
+        xscale="log",
+        xlabel="validation examples (log)",
+        ylabel="dropout rate",
+        title="Chosen rate (mean over validation sets and seeds)",
+    )
     ax.legend(fontsize=7, ncol=2)
     for a in axes[1:]:
         a.set_xticks(args.val_sizes, [str(v) for v in args.val_sizes])
