@@ -10,10 +10,12 @@ Rates are compared with rate 0 as paired differences over seeds (models sharing 
 share initialisation and minibatch order).
 
 The randomness is measured too: the "simple" gradient-noise scale
-``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018), estimated from per-example
-gradients (``jax.vmap(jax.grad)``) on a fixed batch of training examples at a few
-checkpoints, with the dropout masks (the gradients SGD sees) and without them (the same
-parameters, data noise only).
+``B_simple = tr(Sigma) / |G|^2`` (McCandlish et al. 2018) of one training example's
+gradient, at a few checkpoints, with the dropout masks (what SGD sees; every training
+example with several mask draws) and without them (the same parameters, data noise
+only). The per-example gradients' moments come from one backward pass per model (a
+dense layer's per-example gradient is an outer product), equal to
+``jax.vmap(jax.grad)`` of the training loss (a test checks it).
 
 Writes ``dropout_convergence.csv`` (steps to each threshold per model),
 ``dropout_convergence_curves.csv``, ``dropout_convergence_noise.csv`` and
@@ -49,6 +51,7 @@ from _common import (
 )
 from _stats import holm, mean_sd, paired
 
+import jaxreg
 import jaxreg.grid as jg
 
 NAME = "dropout_convergence"
@@ -63,8 +66,7 @@ FULL = {
     "loss_thresholds": [1.0, 0.5],
     "error_thresholds": [0.5, 0.45, 0.4],
     "checkpoints": [100, 500, 2000, 4000],
-    "repeats": 4,
-    "noise_chunk": 100,
+    "repeats": 8,
 }
 SMOKE = {
     "rates": [0.0, 0.5],
@@ -78,7 +80,6 @@ SMOKE = {
     "error_thresholds": [0.85],
     "checkpoints": [20, 60],
     "repeats": 2,
-    "noise_chunk": 100,
 }
 LR, BATCH, LOSS_SUBSET = 1e-3, 128, 1000
 
@@ -123,48 +124,83 @@ def det_loss_fn(params, hp, batch):  # per-example training loss, no dropout
 # -- gradient-noise scale (in the script: per-example gradients of stored params) -----
 
 
-@functools.partial(jax.jit, static_argnames=("repeats", "chunk"))
-def gradient_moments(params, rates, x, y, key, *, repeats, chunk):
-    """Per model, sums over per-example gradients ``g[i, r]`` (example i, mask draw r).
+def _forward(params, x, key, rate, eps):
+    """One example through ``mlp`` (same layers, key split and dropout calls), with an
+    additive ``eps`` on every pre-activation; returns the logits and each layer's input."""
+    hidden = params[:-1]
+    keys = jax.random.split(key, len(hidden)) if key is not None else [None] * len(hidden)
+    inputs = []
+    for layer, k, e in zip(hidden, keys, eps[:-1], strict=True):
+        inputs.append(x)
+        x = jax.nn.relu(x @ layer["kernel"] + layer["bias"] + e)
+        if k is not None:
+            x = jaxreg.dropout(k, x, rate=rate)
+    inputs.append(x)
+    return x @ params[-1]["kernel"] + params[-1]["bias"] + eps[-1], inputs
 
-    Returns ``(s1, s2, w, d1, d2)`` per model: with masks, ``s1 = sum g`` (a vector),
-    ``s2 = sum |g|^2`` and ``w = sum_i sum_r |g[i, r] - mean_r g[i]|^2`` (the masks'
-    own variance); without masks (``repeats`` 1), ``d1`` and ``d2``. Every example of
-    ``x`` is used once per draw (``chunk`` examples at a time, one model at a time).
+
+def _factors(params, rate, x, y, keys):
+    """Per-example gradient factors: each dense layer's gradient for example i is
+    ``outer(a[i], d[i])`` (kernel) and ``d[i]`` (bias), with ``a`` the layer's input
+    and ``d`` the loss gradient at its pre-activation (the loss's gradient with
+    respect to ``eps``); one backward pass gives them for every example."""
+    eps = [jnp.zeros((x.shape[0], layer["bias"].shape[0])) for layer in params]
+
+    def total(eps):
+        def one(xi, yi, ki, ei):
+            logits, inputs = _forward(params, xi, ki, rate, ei)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yi), inputs
+
+        losses, inputs = jax.vmap(one, (0, 0, None if keys is None else 0, 0))(x, y, keys, eps)
+        return losses.sum(), inputs
+
+    deltas, inputs = jax.grad(total, has_aux=True)(eps)
+    return inputs, deltas
+
+
+@functools.partial(jax.jit, static_argnames="repeats")
+def gradient_moments(params, rates, x, y, draw_seed, *, repeats):
+    """Per model, moments of the per-example gradients ``g[i, r]`` (example i of ``x``,
+    mask draw r), without forming them.
+
+    Returns ``(mean2, s2, w, det_mean2, det_s2)`` per model: with masks, the squared
+    norm of the mean gradient over the ``n * repeats`` draws, ``s2 = sum |g|^2`` and
+    ``w = sum_i sum_r |g[i, r] - mean_r g[i]|^2`` (the masks' own variance); without
+    masks, the squared norm of the mean gradient and ``sum |g|^2``. Uses
+    ``|g|^2 = sum over layers (|a|^2 + 1) |d|^2`` and inner products likewise.
     """
-    n = x.shape[0] // chunk * chunk
-    xs, ys = x[:n].reshape(-1, chunk, x.shape[1]), y[:n].reshape(-1, chunk)
-    ids = jnp.arange(n).reshape(-1, chunk)
+    n = x.shape[0]
+    xr, yr = jnp.repeat(x, repeats, 0), jnp.repeat(y, repeats, 0)
 
-    def flat_grad(p, rate, xi, yi, k):
-        def f(q):
-            return cross_entropy(mlp(q, xi[None], key=k, rates=rate), yi[None])
-
-        g = jax.grad(f)(p)
-        return jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)])
+    def moments(inputs, deltas, groups):
+        total = sum(
+            jnp.sum((a.T @ d) ** 2) + jnp.sum(d.sum(0) ** 2)
+            for a, d in zip(inputs, deltas, strict=True)
+        )
+        s2 = sum(
+            jnp.sum((jnp.sum(a**2, 1) + 1) * jnp.sum(d**2, 1))
+            for a, d in zip(inputs, deltas, strict=True)
+        )
+        m = inputs[0].shape[0]
+        if groups == 1:
+            return total / m**2, s2, 0.0
+        gram = sum(  # (n, r, r): inner products of one example's gradients over draws
+            (jnp.einsum("ira,isa->irs", a.reshape(n, groups, -1), a.reshape(n, groups, -1)) + 1)
+            * jnp.einsum("ira,isa->irs", d.reshape(n, groups, -1), d.reshape(n, groups, -1))
+            for a, d in zip(inputs, deltas, strict=True)
+        )
+        w = s2 - jnp.sum(gram) / groups  # sum_i [sum_r |g_ir|^2 - R |mean_r g_ir|^2]
+        return total / m**2, s2, w
 
     def model(args):
         p, rate = args
-
-        def body(carry, batch):
-            xb, yb, ib = batch
-            keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), repeats))(ib)
-            per_draw = jax.vmap(lambda xi, yi, k: flat_grad(p, rate, xi, yi, k), (None, None, 0))
-            g = jax.vmap(per_draw)(xb, yb, keys)  # (chunk, repeats, num_params)
-            d = jax.vmap(lambda xi, yi: flat_grad(p, rate, xi, yi, None))(xb, yb)
-            within = jnp.sum((g - g.mean(1, keepdims=True)) ** 2)
-            s1, s2, w, d1, d2 = carry
-            return (
-                s1 + g.sum((0, 1)),
-                s2 + jnp.sum(g**2),
-                w + within,
-                d1 + d.sum(0),
-                d2 + jnp.sum(d**2),
-            ), None
-
-        size = sum(a.size for a in jax.tree_util.tree_leaves(p))
-        zero = (jnp.zeros(size), 0.0, 0.0, jnp.zeros(size), 0.0)
-        return jax.lax.scan(body, zero, (xs, ys, ids))[0]
+        key = jax.random.key(draw_seed)  # every model the same masks (paired)
+        keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(key, i), repeats))(
+            jnp.arange(n)
+        ).reshape(n * repeats)
+        mean2, s2, w = moments(*_factors(p, rate, xr, yr, keys), repeats)
+        det_mean2, det_s2, _ = moments(*_factors(p, rate, x, y, None), 1)
+        return mean2, s2, w, det_mean2, det_s2
 
     return jax.lax.map(model, (params, rates))
 
@@ -181,14 +217,12 @@ def noise_stats(moments, n, repeats):
     which is subtracted (unbiased, so it can come out negative when the noise swamps
     the signal); ``tr Sigma = E|g|^2 - |G|^2``. At rate 0 both versions agree.
     """
-    s1, s2, w, d1, d2 = (np.asarray(a, np.float64) for a in moments)
+    mean2, s2, w, det_g2, det_s2 = (np.asarray(a, np.float64) for a in moments)
     m = n * repeats
-    mean2 = np.sum((s1 / m) ** 2, -1)
-    mask_var = w / (n * (repeats - 1))
+    mask_var = np.maximum(w, 0.0) / (n * (repeats - 1))
     g2 = mean2 - mask_var / m
     trace = s2 / m - g2  # E|g|^2 - |G|^2 over one (example, mask) draw
-    det_g2 = np.sum((d1 / n) ** 2, -1)
-    det_trace = d2 / n - det_g2
+    det_trace = det_s2 / n - det_g2
     return trace, g2, mask_var / trace, det_trace, det_g2
 
 
@@ -201,7 +235,7 @@ def run(args):
     val = {"x": data.x_val, "y": data.y_val}
     subset = {k: v[:LOSS_SUBSET] for k, v in train.items()}
     noise_x, noise_y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    n_noise = len(data.x_train) // args.noise_chunk * args.noise_chunk
+    n_noise = len(data.x_train)
 
     grid = jg.product(rate=args.rates, seed=list(range(args.seeds)))
     sizes = (data.num_features, args.hidden, args.hidden, data.num_classes)
@@ -226,10 +260,7 @@ def run(args):
         if step in args.checkpoints:
             params = state.to_host(state.params)
             rates = state.to_host(state.hparams["rate"])
-            key = jax.random.key(step)  # the same masks for every model (paired)
-            moments = gradient_moments(
-                params, rates, noise_x, noise_y, key, repeats=args.repeats, chunk=args.noise_chunk
-            )
+            moments = gradient_moments(params, rates, noise_x, noise_y, step, repeats=args.repeats)
             noise[step] = noise_stats(moments, n_noise, args.repeats)
 
     state = trainer.init_state(grid, train)

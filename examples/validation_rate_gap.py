@@ -73,6 +73,7 @@ SMOKE = {
     "draws": 20,
 }
 LR = 1e-3
+FIXED = (0.0, 0.2, 0.5)  # fixed rates for reference: none, and the seed's "0.2 to 0.5"
 
 
 def int_list(text):
@@ -204,8 +205,6 @@ def report(args, grid, test, val, elapsed):
     regret, chosen = select(args, test, val)
     rates = np.asarray(args.rates)
     oracle = rates[test.argmin(-1)]  # (sizes, seeds)
-    i0 = args.rates.index(0.0) if 0.0 in args.rates else None
-    i5 = args.rates.index(0.5) if 0.5 in args.rates else None
     out, table = [], []
     zeros = np.zeros(args.seeds)
     for a, n in enumerate(args.sizes):
@@ -261,14 +260,17 @@ def report(args, grid, test, val, elapsed):
             table,
         )
     )
-    fixed = []
-    for a, n in enumerate(args.sizes):
-        row = [n]
-        for i in (i0, i5):
-            row.append("-" if i is None else paired(100 * fixed_regret(test, i)[a], zeros).format())
-        fixed.append(row)
+    fixed_rates = [r for r in FIXED if r in args.rates]
+    fixed = [
+        [n]
+        + [
+            paired(100 * fixed_regret(test, args.rates.index(r))[a], zeros).format()
+            for r in fixed_rates
+        ]
+        for a, n in enumerate(args.sizes)
+    ]
     print("\nfor reference, the regret of a fixed rate (no search), test error pp [95% CI]:")
-    print(markdown_table(["train size", "rate 0 (no dropout)", "rate 0.5"], fixed))
+    print(markdown_table(["train size"] + [f"rate {r:g}" for r in fixed_rates], fixed))
     plot(args, test, regret, chosen, oracle)
     print(f"\nwrote {args.out}/{NAME}.csv, {NAME}_models.csv, {NAME}.png")
 

@@ -103,7 +103,7 @@ def test_dropout_convergence_smoke(runs):
         assert float(r["trace_sigma_masks"]) > 0 and float(r["trace_sigma_no_masks"]) > 0
         assert 0.0 <= float(r["mask_share"]) <= 1.0
         if float(r["rate"]) == 0.0:  # no masks at rate 0: both estimates are the same
-            assert float(r["mask_share"]) == 0.0
+            assert float(r["mask_share"]) == pytest.approx(0.0, abs=1e-6)
             for k in ("trace_sigma", "grad_norm2"):
                 assert float(r[f"{k}_masks"]) == pytest.approx(float(r[f"{k}_no_masks"]), 1e-4)
         else:  # the masks add variance
@@ -139,3 +139,48 @@ def test_validation_rate_gap_smoke(runs):
     assert sorted({int(r["subset"]) for r in models}) == [0, 1, 2, 3]
     for r in models:
         assert 0.0 <= float(r["test_error"]) <= 1.0 and 0.0 <= float(r["val_pool_error"]) <= 1.0
+
+
+def test_gradient_moments_equal_per_example_grads():
+    """The outer-product moments equal those of ``jax.vmap(jax.grad)`` of ``mlp``'s loss
+    with the same dropout keys (so the script's forward pass is ``mlp``'s)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from _common import cross_entropy, init_mlp, mlp
+    from dropout_convergence import gradient_moments
+
+    n, repeats = 12, 3
+    x = np.random.default_rng(0).normal(size=(n, 6)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 4, n).astype(np.int32)
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = jax.vmap(lambda k: init_mlp(k, (6, 5, 7, 4)))(keys)
+    rates = jnp.array([0.0, 0.4])
+    got = [
+        np.asarray(a, np.float64) for a in gradient_moments(params, rates, x, y, 3, repeats=repeats)
+    ]
+    draws = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(jax.random.key(3), i), repeats))(
+        jnp.arange(n)
+    )
+
+    @jax.jit
+    def reference(p, rate):  # one model: per-example gradients, then their moments
+        def grad(xi, yi, k):
+            g = jax.grad(lambda q: cross_entropy(mlp(q, xi[None], key=k, rates=rate), yi[None]))(p)
+            return jnp.concatenate([a.ravel() for a in jax.tree_util.tree_leaves(g)])
+
+        g = jax.vmap(jax.vmap(grad, (None, None, 0)))(x, y, draws)
+        d = jax.vmap(lambda xi, yi: grad(xi, yi, None))(x, y)
+        return (
+            jnp.sum(g.mean((0, 1)) ** 2),
+            jnp.sum(g**2),
+            jnp.sum((g - g.mean(1, keepdims=True)) ** 2),
+            jnp.sum(d.mean(0) ** 2),
+            jnp.sum(d**2),
+        )
+
+    want = [np.asarray(a, np.float64) for a in jax.vmap(reference)(params, rates)]
+    for name, a, b in zip(("mean2", "s2", "w", "det_mean2", "det_s2"), got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * want[1].max(), err_msg=name)
+    assert got[2][1] > 1e-3  # the masks add variance at rate 0.4
