@@ -69,19 +69,21 @@ def read(path, columns):
 def test_dropout_convergence_smoke(runs):
     out, log = finish(runs, "dropout_convergence")
     assert "steps (mean ± sd)" in log and "B_simple" in log
-    # smoke: rates 0, 0.5; 2 seeds; 60 steps evaluated every 20; checkpoints 20, 60
+    # smoke: rates 0, 0.5 and rate 0.5 with 2 masks; 2 seeds; 60 steps evaluated every 20
     rows = read(
         out / "dropout_convergence.csv",
-        ["metric", "threshold", "rate", "seed", "steps_to_threshold", "best_val_error"],
+        ["metric", "threshold", "rate", "masks", "seed", "steps_to_threshold", "best_val_error"],
     )
-    assert len(rows) == 2 * 2 * 2  # (1 loss + 1 error threshold) x rates x seeds
+    assert len(rows) == 2 * 3 * 2  # (1 loss + 1 error threshold) x settings x seeds
+    assert {(r["rate"], r["masks"]) for r in rows} == {("0.0", "1"), ("0.5", "1"), ("0.5", "2")}
     for r in rows:
         assert r["steps_to_threshold"] in ("", "20", "40", "60")
         assert 0.0 <= float(r["best_val_error"]) <= 1.0
     curves = read(
-        out / "dropout_convergence_curves.csv", ["rate", "seed", "step", "train_loss", "val_error"]
+        out / "dropout_convergence_curves.csv",
+        ["rate", "masks", "seed", "step", "train_loss", "val_error"],
     )
-    assert len(curves) == 2 * 2 * 3
+    assert len(curves) == 3 * 2 * 3
     for r in curves:
         assert 0.0 < float(r["train_loss"]) < 10.0 and 0.0 <= float(r["val_error"]) <= 1.0
     noise = read(
