@@ -304,7 +304,7 @@ def plot(args, test, regret, chosen, oracle):
         d = [paired(100 * regret[a, :, j], zeros) for j in range(len(args.val_sizes))]
         m = np.array([x.mean for x in d])
         ax.errorbar(
-            args.val_sizes,
+            np.asarray(args.val_sizes) * (1 + 0.04 * a),
             m,
             yerr=[m - [x.low for x in d], [x.high for x in d] - m],
             marker="o",
@@ -339,7 +339,8 @@ def plot(args, test, regret, chosen, oracle):
         ylabel="dropout rate",
         title="Chosen rate (mean over validation sets and seeds)",
     )
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylim(top=ax.get_ylim()[1] + 0.12)
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
     for a in axes[1:]:
         a.set_xticks(args.val_sizes, [str(v) for v in args.val_sizes])
         a.minorticks_off()
