@@ -595,16 +595,22 @@ def plot(args, arms, steps, train_loss, val_error, noise, hits):
     ax.axhline(args.steps, color="gray", ls=":", lw=1)
     ax.set(
         ylabel="steps to threshold",
-        ylim=(0, args.steps * 1.25),
+        ylim=(0, args.steps * 1.45),
         title="Steps to threshold (bar: mean of the seeds that reached it; dots: seeds)",
     )
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", ncol=3)
 
     ax = axes[1, 1]
     ckpts = sorted(noise)
     bs = [b_simple(noise[c]) for c in ckpts]
     for i, r in enumerate(args.rates):
-        ax.plot(ckpts, [b[0][i] for b in bs], "o-", color=rate_color[r], label=f"rate {r:g}, masks")
+        ax.plot(
+            ckpts,
+            [b[0][i] for b in bs],
+            "o-",
+            color=rate_color[r],
+            label=f"rate {r:g}" + (", masks" if r > 0 else ""),
+        )
         if r > 0:
             ax.plot(
                 ckpts,
