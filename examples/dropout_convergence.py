@@ -341,8 +341,9 @@ def compare(args, hit, ref):
 
 
 def verdicts(rows):
-    """Holm-adjusted p-values over every comparison, and a verdict from the interval
-    (a bound only supports the direction it bounds)."""
+    """Holm-adjusted p-values over every comparison, and a verdict: a direction when
+    the Holm p is below 0.05 and the interval excludes zero on the side a bound allows
+    ("≤" can only show "faster", "≥" only "slower")."""
     ps = [r["p"] for r in rows if np.isfinite(r["p"])]
     adjusted = iter(holm(ps)) if ps else iter(())
     for r in rows:
@@ -350,6 +351,8 @@ def verdicts(rows):
         lo, hi = r.get("low", np.nan), r.get("high", np.nan)
         if not np.isfinite(r["p"]):
             r["verdict"] = ""
+        elif r["p_holm"] >= 0.05:
+            r["verdict"] = "inconclusive"
         elif hi < 0 and r["bound"] != "≥ ":
             r["verdict"] = "faster"
         elif lo > 0 and r["bound"] != "≤ ":
