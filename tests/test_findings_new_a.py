@@ -151,7 +151,7 @@ def test_gradient_moments_equal_per_example_grads():
     import jax.numpy as jnp
     import numpy as np
     from _common import cross_entropy, init_mlp, mlp
-    from dropout_convergence import gradient_moments
+    from _gradient_noise import gradient_moments
 
     n, repeats = 12, 3
     x = np.random.default_rng(0).normal(size=(n, 6)).astype(np.float32)
