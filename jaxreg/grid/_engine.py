@@ -20,6 +20,7 @@ PyTree = Any
 PROBE_STEPS = 4
 PROBE_REPEATS = 5
 PROBE_BIG_GROUP = 8
+STEP = "step"  # the name under which the loss sees the step number
 
 
 class Plan(NamedTuple):
@@ -53,14 +54,18 @@ def model_chunk(
     opt = trainer.optimizer(hp)
     subset = hp.get("subset")
 
-    def loss_fn(params, batch, key):
-        return split_loss(trainer.loss(params, hp, batch, key), has_aux)
+    def loss_fn(params, batch, key, n):
+        # The loss sees the step number (0-based, int32) as ``hparams["step"]``, for
+        # schedules inside the loss (a dropout rate that changes over training).
+        return split_loss(trainer.loss(params, {**hp, STEP: n}, batch, key), has_aux)
 
     def step(carry, _):
         params, opt_state, n = carry
         batch_key, loss_key = _keys.step_keys(hp["seed"], n)
         batch = _data.draw_batch(batch_key, data, trainer.batch_size, subsets, subset)
-        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, loss_key)
+        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch, loss_key, n
+        )
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, n + 1), (value, aux)
 

@@ -30,6 +30,8 @@ class Trainer:
       init: ``(key, hparams) -> params`` for one model.
       loss: ``(params, hparams, batch, key) -> loss`` or ``(loss, aux)`` for one model:
         a scalar loss on a minibatch; ``key`` is the step's key for dropout and noise.
+        ``hparams`` also holds ``"step"``, the step number (int32, 0 for the first
+        step), for schedules computed in the loss; a grid may not use that name.
       optimizer: ``hparams -> optax.GradientTransformation``; called inside the
         compiled program, so the hyperparameters are traced scalars.
       batch_size: examples per step, drawn per model (uniformly, with replacement).
@@ -107,9 +109,16 @@ class Trainer:
 
     def _check_loss(self, fn: str, hparams: dict, data: PyTree):
         """Traces ``loss`` for one model on one batch; returns the aux shapes (or None)."""
+        if _engine.STEP in hparams:
+            raise fail(
+                fn,
+                f"the grid has a hyperparameter named {_engine.STEP!r}, the name under "
+                "which loss sees the step number. Rename the axis.",
+            )
         hp = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in hparams.items()}
         key = jax.eval_shape(lambda: jax.random.key(0))
         params = jax.eval_shape(self.init, key, hp)
+        hp = {**hp, _engine.STEP: jax.ShapeDtypeStruct((), jnp.int32)}
         batch = jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct((self.batch_size,) + np.shape(a)[1:], a.dtype), data
         )
