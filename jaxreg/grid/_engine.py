@@ -63,9 +63,7 @@ def model_chunk(
         params, opt_state, n = carry
         batch_key, loss_key = _keys.step_keys(hp["seed"], n)
         batch = _data.draw_batch(batch_key, data, trainer.batch_size, subsets, subset)
-        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, batch, loss_key, n
-        )
+        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, loss_key, n)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, n + 1), (value, aux)
 
