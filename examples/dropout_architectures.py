@@ -347,7 +347,7 @@ def main() -> None:
         lstm, cnn, chunk = LSTM(hidden=8, steps=10), CNN(channels=4), 20
         strategy = "vmap"  # no probe: smoke runs check the plumbing
     else:
-        data = load_data(num_samples=10000, train_size=3000, val_size=1000)
+        data = load_data(num_samples=10000, train_size=1000, val_size=1000)
         lstm, cnn, chunk = LSTM(hidden=32, steps=10), CNN(channels=16), 250
         strategy = "auto"
     rows, notes = [], []
