@@ -303,7 +303,7 @@ def plot(rows, summary, args, path):
         ax.set(
             xlabel="dropout rate",
             ylabel="validation error (%)",
-            title=f"{titles[arch]}: validation error, best checkpoint",
+            title=f"{titles[arch]}: validation error (bars, band: min-max over seeds)",
         )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -68,7 +68,7 @@ def parse_args():
     defaults = (
         {"rates": [0.25], "cutoffs": [0.25], "seeds": 2, "steps": 40}
         if args.smoke
-        else {"rates": [0.1, 0.25, 0.5], "cutoffs": [1 / 6, 1 / 3], "seeds": 5, "steps": 3000}
+        else {"rates": [0.1, 0.25, 0.5], "cutoffs": [1 / 6, 1 / 3], "seeds": 10, "steps": 3000}
     )
     for k, v in defaults.items():
         if getattr(args, k) is None:
@@ -276,46 +276,50 @@ def plot(rows, curves, summary, args, path):
                     axes[row, col],
                     steps,
                     100 * ys if key == "val_err" else ys,
-                    label=f"{s} ({describe(s, (rate, cutoff))})",
+                    label=s if s == "none" else f"{s} ({describe(s, (rate, cutoff))})",
                     color=f"C{i}",
                 )
         for row, label in enumerate(("validation error (%)", "training loss (no dropout)")):
             ax = axes[row, col]
-            ax.set(xlabel="training step", ylabel=label, title=f"{regime}: MLP {widths}")
+            ax.set(
+                xlabel="training step",
+                ylabel=label,
+                title=f"{regime}: MLP {widths} (band: min-max over seeds)",
+            )
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         axes[1, col].set_yscale("log")
-        ax = axes[2, col]
         comps = [s for s in summary if s["regime"] == regime]
+        note = "final training loss, paired (Holm p):\n" + "\n".join(
+            f"{s['comparison']}: {s['diff'].split(' (')[0]} ({s['p_holm']:.2g})"
+            for s in comps
+            if s["metric"] == "train_loss"
+        )
+        axes[1, col].text(
+            0.98, 0.55, note, transform=axes[1, col].transAxes, ha="right", va="center",
+            fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"},
+        )  # fmt: skip
+        ax = axes[2, col]
+        comps = [s for s in comps if s["metric"] == "test_err"]
         y = np.arange(len(comps))[::-1]
         for yi, s in zip(y, comps, strict=True):
-            scale = 100 if s["metric"] == "test_err" else 1
-            color = (
-                ("C3" if s["metric"] == "test_err" else "C0")
-                if s["verdict"] != "inconclusive"
-                else "0.5"
-            )
             ax.errorbar(
-                scale * s["mean"],
+                100 * s["mean"],
                 yi,
-                xerr=[[scale * (s["mean"] - s["low"])], [scale * (s["high"] - s["mean"])]],
-                fmt="o" if s["metric"] == "test_err" else "s",
+                xerr=[[100 * (s["mean"] - s["low"])], [100 * (s["high"] - s["mean"])]],
+                fmt="o",
                 capsize=4,
-                color=color,
+                color="C3" if s["verdict"] != "inconclusive" else "0.5",
             )
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(
             y,
-            [
-                f"{s['comparison']}: "
-                + ("test err (pp)" if s["metric"] == "test_err" else "train loss")
-                for s in comps
-            ],
+            [f"{s['comparison']}\n(a: {s['setting_a']})" for s in comps],
             fontsize=8,
         )
         ax.set(
-            xlabel="paired difference a - b (95% t interval); colored: Holm p < 0.05",
-            title=f"{regime}: paired differences over {args.seeds} seeds",
+            xlabel="test-error difference a - b, pp (95% paired t interval); red: Holm p < 0.05",
+            title=f"{regime}: final test error, paired over {args.seeds} seeds",
         )
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle("MNIST-1D: early / late / standard dropout vs none (Liu et al. 2023)")
