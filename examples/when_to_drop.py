@@ -12,8 +12,10 @@ dropout. Here both regimes are built on MNIST-1D:
 
 Schedules (``step`` counted from 0, ``T`` the training steps, ``k = cutoff * T``):
 none; standard (``rate`` throughout); early (``rate * (1 - step / k)`` before ``k``,
-then 0); late (0 before ``k``, then ``rate``). The rate and the cutoff of each schedule
-are chosen on a validation split (mean over seeds). The dropout rate is a traced
+then 0); late (0 before ``k``, then ``rate``). The rate (small ones for the underfitting
+net, large ones for the overfitting net, so that each grid brackets its optimum) and the
+cutoff (1/6 or 1/3 of training) of each schedule are chosen on a validation split (mean
+over seeds). The dropout rate is a traced
 function of the step computed inside the loss (``jaxreg.grid`` passes the step number as
 ``hparams["step"]``), so every schedule, rate and seed of a regime is one compiled
 program. Adam with cosine decay; the final parameters are reported (as in the paper),
@@ -58,7 +60,12 @@ LEARNING_RATE = 3e-3
 
 def parse_args():
     parser = example_parser(__doc__, NAME)
-    parser.add_argument("--rates", type=float_list(low=0, high=1, high_open=True), default=None)
+    parser.add_argument(
+        "--rates",
+        type=float_list(low=0, high=1, high_open=True),
+        default=None,
+        help="rates for both regimes (default: small ones underfitting, large overfitting)",
+    )
     parser.add_argument(
         "--cutoffs", type=float_list(low=0, high=1), default=None, help="fractions of steps"
     )
@@ -68,12 +75,13 @@ def parse_args():
     defaults = (
         {"rates": [0.25], "cutoffs": [0.25], "seeds": 2, "steps": 40}
         if args.smoke
-        else {"rates": [0.1, 0.25, 0.5], "cutoffs": [1 / 6, 1 / 3], "seeds": 10, "steps": 3000}
+        else {"rates": None, "cutoffs": [1 / 6, 1 / 3], "seeds": 8, "steps": 3000}
     )
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.rates = sorted(r for r in set(args.rates) if r > 0)
+    if args.rates is not None:
+        args.rates = sorted(r for r in set(args.rates) if r > 0)
     args.cutoffs = sorted(c for c in set(args.cutoffs) if 0 < c < 1)
     return args
 
@@ -88,14 +96,11 @@ def rate_at(hp, steps):
     return jnp.where(s == 1, hp["rate"], jnp.where(s == 2, early, jnp.where(s == 3, late, 0.0)))
 
 
-def run_regime(regime, widths, data, args, *, chunk, batch_size):
+def run_regime(regime, widths, rates, data, args, *, chunk, batch_size):
     settings = [{"schedule": 0, "rate": 0.0, "cutoff": 1.0}]
-    settings += [{"schedule": 1, "rate": r, "cutoff": 1.0} for r in args.rates]
+    settings += [{"schedule": 1, "rate": r, "cutoff": 1.0} for r in rates]
     settings += [
-        {"schedule": s, "rate": r, "cutoff": c}
-        for s in (2, 3)
-        for r in args.rates
-        for c in args.cutoffs
+        {"schedule": s, "rate": r, "cutoff": c} for s in (2, 3) for r in rates for c in args.cutoffs
     ]
     grid = jg.product(jg.rows(settings, name="setting"), seed=list(range(args.seeds)))
     sizes = (data.num_features, *widths, data.num_classes)
@@ -333,19 +338,25 @@ def main() -> None:
     if args.smoke:
         big = load_data(num_samples=800, val_size=100)
         small = big._replace(x_train=big.x_train[:200], y_train=big.y_train[:200])
-        regimes = (("underfitting", (8,), big), ("overfitting", (32, 32), small))
+        regimes = (("underfitting", (8,), big, None), ("overfitting", (32, 32), small, None))
         chunk, batch_size = 20, 32
     else:
         big = load_data(num_samples=25000, val_size=1000)
         small = big._replace(x_train=big.x_train[:1000], y_train=big.y_train[:1000])
-        regimes = (("underfitting", (16, 16), big), ("overfitting", (128, 128), small))
+        regimes = (  # the rate grids bracket each regime's validation optimum
+            ("underfitting", (16, 16), big, [0.025, 0.05, 0.1, 0.25]),
+            ("overfitting", (128, 128), small, [0.1, 0.25, 0.5, 0.75]),
+        )
         chunk, batch_size = 100, 64
     rows, curves, notes = [], [], []
-    for regime, widths, data in regimes:
-        r, c, seconds = run_regime(regime, widths, data, args, chunk=chunk, batch_size=batch_size)
+    for regime, widths, data, rates in regimes:
+        rates = args.rates if args.rates is not None else rates
+        r, c, seconds = run_regime(
+            regime, widths, rates, data, args, chunk=chunk, batch_size=batch_size
+        )
         rows += r
         curves += c
-        notes.append(f"{regime}: {len(r)} models, {seconds:.0f} s")
+        notes.append(f"{regime}: rates {rates}, {len(r)} models, {seconds:.0f} s")
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
     write_csv(os.path.join(args.out, f"{NAME}_curves.csv"), curves)
@@ -353,7 +364,7 @@ def main() -> None:
     plot(rows, curves, summary, args, os.path.join(args.out, f"{NAME}.png"))
     print(
         f"MNIST-1D; Adam, cosine decay from {LEARNING_RATE:g}, batch {batch_size}, "
-        f"{args.steps} steps; rates {args.rates}, cutoffs "
+        f"{args.steps} steps; rates (below), cutoffs "
         f"{[round(c, 3) for c in args.cutoffs]} chosen on validation per schedule; "
         f"{args.seeds} seeds; final parameters\n"
     )
