@@ -46,6 +46,7 @@ from _common import (
     mlp,
     plot_band,
     positive_int,
+    read_csv,
     save_figure,
     write_csv,
 )
@@ -71,6 +72,7 @@ def parse_args():
     )
     parser.add_argument("--seeds", type=positive_int, default=None)
     parser.add_argument("--steps", type=positive_int, default=None, help="steps per model")
+    parser.add_argument("--replot", action="store_true", help="redo table and plot from CSVs")
     args = parser.parse_args()
     defaults = (
         {"rates": [0.25], "cutoffs": [0.25], "seeds": 2, "steps": 40}
@@ -292,7 +294,7 @@ def plot(rows, curves, summary, args, path):
                 title=f"{regime}: MLP {widths} (band: min-max over seeds)",
             )
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=8, loc="upper right")
         axes[1, col].set_yscale("log")
         comps = [s for s in summary if s["regime"] == regime]
         note = "final training loss, paired (Holm p):\n" + "\n".join(
@@ -301,7 +303,7 @@ def plot(rows, curves, summary, args, path):
             if s["metric"] == "train_loss"
         )
         axes[1, col].text(
-            0.98, 0.55, note, transform=axes[1, col].transAxes, ha="right", va="center",
+            0.98, 0.4, note, transform=axes[1, col].transAxes, ha="right", va="center",
             fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"},
         )  # fmt: skip
         ax = axes[2, col]
@@ -348,6 +350,13 @@ def main() -> None:
             ("overfitting", (128, 128), small, [0.1, 0.25, 0.5, 0.75]),
         )
         chunk, batch_size = 100, 64
+    if args.replot:
+        rows, curves = (
+            [{k: typed(k, v) for k, v in r.items()} for r in read_csv(os.path.join(args.out, f))]
+            for f in (f"{NAME}.csv", f"{NAME}_curves.csv")
+        )
+        args.seeds = len({r["seed"] for r in rows})
+        return report(rows, curves, args, batch_size, ["replotted from CSV"], start)
     rows, curves, notes = [], [], []
     for regime, widths, data, rates in regimes:
         rates = args.rates if args.rates is not None else rates
@@ -360,6 +369,16 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
     write_csv(os.path.join(args.out, f"{NAME}_curves.csv"), curves)
+    report(rows, curves, args, batch_size, notes, start)
+
+
+def typed(key, value):
+    if key in ("regime", "widths", "schedule"):
+        return value
+    return int(value) if key in ("seed", "step", "best_step") else float(value)
+
+
+def report(rows, curves, args, batch_size, notes, start):
     summary = summarize(rows)
     plot(rows, curves, summary, args, os.path.join(args.out, f"{NAME}.png"))
     print(
