@@ -294,7 +294,7 @@ def plot(rows, curves, summary, args, path):
                 title=f"{regime}: MLP {widths} (band: min-max over seeds)",
             )
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="upper right" if row == 0 else "lower left")
         axes[1, col].set_yscale("log")
         comps = [s for s in summary if s["regime"] == regime]
         note = "final training loss, paired (Holm p):\n" + "\n".join(
