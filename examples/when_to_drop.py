@@ -22,7 +22,8 @@ program. Adam with cosine decay; the final parameters are reported (as in the pa
 and no-dropout stopped early on validation is shown as an extra baseline.
 
 Writes ``when_to_drop.csv`` (one row per model), ``when_to_drop_curves.csv`` (validation
-error and training loss per evaluation) and ``when_to_drop.png`` to ``--out``.
+error and training loss per evaluation, for the validation-chosen settings) and
+``when_to_drop.png`` to ``--out``; ``--replot`` redoes the table and the plot from them.
 
 Run: python examples/when_to_drop.py [--smoke] [--out DIR]
 """
@@ -264,7 +265,7 @@ def describe(schedule, choice):
 def plot(rows, curves, summary, args, path):
     plt = matplotlib_pyplot()
     regimes = list(dict.fromkeys(r["regime"] for r in rows))
-    fig, axes = plt.subplots(3, len(regimes), figsize=(6.5 * len(regimes), 13), squeeze=False)
+    fig, axes = plt.subplots(3, len(regimes), figsize=(5.8 * len(regimes), 12), squeeze=False)
     for col, regime in enumerate(regimes):
         widths = next(r["widths"] for r in rows if r["regime"] == regime)
         for i, s in enumerate(SCHEDULES):
@@ -331,7 +332,7 @@ def plot(rows, curves, summary, args, path):
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle("MNIST-1D: early / late / standard dropout vs none (Liu et al. 2023)")
     fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    save_figure(fig, path, dpi=100)
 
 
 def main() -> None:
@@ -368,7 +369,13 @@ def main() -> None:
         notes.append(f"{regime}: rates {rates}, {len(r)} models, {seconds:.0f} s")
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
-    write_csv(os.path.join(args.out, f"{NAME}_curves.csv"), curves)
+    chosen = {
+        (regime, s, *choose(rows, regime, s))
+        for regime in dict.fromkeys(r["regime"] for r in rows)
+        for s in SCHEDULES
+    }
+    curves = [c for c in curves if (c["regime"], c["schedule"], c["rate"], c["cutoff"]) in chosen]
+    write_csv(os.path.join(args.out, f"{NAME}_curves.csv"), curves)  # chosen settings only
     report(rows, curves, args, batch_size, notes, start)
 
 
