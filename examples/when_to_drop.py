@@ -292,7 +292,7 @@ def plot(rows, curves, summary, args, path):
             ax.set(
                 xlabel="training step",
                 ylabel=label,
-                title=f"{regime}: MLP {widths} (band: min-max over seeds)",
+                title=f"{regime}: MLP {widths}",
             )
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="upper right" if row == 0 else "lower left")
@@ -326,11 +326,14 @@ def plot(rows, curves, summary, args, path):
             fontsize=8,
         )
         ax.set(
-            xlabel="test-error difference a - b, pp (95% paired t interval); red: Holm p < 0.05",
+            xlabel="test error a - b, pp (95% paired t interval)\nred: Holm p < 0.05",
             title=f"{regime}: final test error, paired over {args.seeds} seeds",
         )
         ax.grid(alpha=0.3, axis="x")
-    fig.suptitle("MNIST-1D: early / late / standard dropout vs none (Liu et al. 2023)")
+    fig.suptitle(
+        "MNIST-1D: early / late / standard dropout vs none (Liu et al. 2023); "
+        "bands: min-max over seeds"
+    )
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
 
