@@ -77,8 +77,12 @@ def reference():
 
 
 def assert_close(a, b, rtol=1e-6):
+    """Equal to ``rtol`` (0: bit for bit)."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-7)
+        if rtol == 0:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        else:
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=rtol / 10)
 
 
 def row(tree, i):
@@ -91,32 +95,28 @@ def test_k_models_at_once_equal_each_trained_alone(reference):
     for i in range(1, len(GRID)):  # common random numbers: one seed, one initialisation
         same = jax.tree.map(lambda a, i=i: np.array_equal(a[i], a[i % 2]), fresh.params)
         assert all(jax.tree.leaves(same)) == (seeds[i] == seeds[i % 2])
-    bitwise = 0
-    for i in range(len(GRID)):
+    for i in range(len(GRID)):  # bit for bit on this CPU (1e-6 relative where XLA differs)
         alone = train(VMAP, GRID.take([i]))
-        assert_close(row(alone.params, 0), row(reference.params, i))
-        assert_close(row(alone.opt_state, 0), row(reference.opt_state, i))
-        bitwise += all(
-            np.array_equal(a, b)
-            for a, b in zip(jax.tree.leaves(row(alone.params, 0)), jax.tree.leaves(row(reference.params, i)))
-        )
-    print(f"{bitwise} of {len(GRID)} bitwise equal")
+        assert_close(row(alone.params, 0), row(reference.params, i), rtol=0)
+        assert_close(row(alone.opt_state, 0), row(reference.opt_state, i), rtol=0)
     assert np.asarray(reference.step).tolist() == [6] * 8
     assert np.all(np.isfinite(np.asarray(reference.loss)))
     assert reference.aux["batch_error"].shape == (8,)
 
 
-def test_map_in_groups_equals_vmap(reference):
+def test_map_in_groups_equals_vmap_bit_for_bit(reference):
     got = train(MAP4, GRID)  # 2 groups of 4 (map one by one: test_grid_devices.py)
-    assert_close(got.params, reference.params)
-    assert_close((got.loss, got.aux), (reference.loss, reference.aux))
+    assert_close(got.params, reference.params, rtol=0)
+    assert_close((got.loss, got.aux), (reference.loss, reference.aux), rtol=0)
 
 
 def test_resume_from_a_chunk_equals_uninterrupted_and_callback_counts_chunks(reference):
     seen = []
     half = VMAP.train(VMAP.init_state(GRID, DATA), DATA, steps=3)
     before = jax.tree.map(np.asarray, half)
-    done = VMAP.train(half, DATA, steps=6, callback=lambda s, c: seen.append((c, s.to_host(s.step))))
+    done = VMAP.train(
+        half, DATA, steps=6, callback=lambda s, c: seen.append((c, s.to_host(s.step)))
+    )
     assert [c for c, _ in seen] == [1] and seen[0][1].tolist() == [6] * 8
     for a, b in zip(jax.tree.leaves(done), jax.tree.leaves(reference), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -137,7 +137,9 @@ def test_invalid_traced_hyperparameter_turns_only_its_row_nan(reference):
     got = VMAP.train(state, DATA, steps=6)
     p = np.asarray(got.params["w1"])
     assert np.all(np.isnan(p[1])) and np.all(np.isfinite(np.delete(p, 1, 0)))
-    np.testing.assert_array_equal(np.delete(p, 1, 0), np.delete(np.asarray(reference.params["w1"]), 1, 0))
+    np.testing.assert_array_equal(
+        np.delete(p, 1, 0), np.delete(np.asarray(reference.params["w1"]), 1, 0)
+    )
 
 
 def test_early_stopping_freezes_exactly_at_its_step():
@@ -162,9 +164,13 @@ def test_early_stopping_freezes_exactly_at_its_step():
         np.testing.assert_array_equal(a[0], b[0])  # frozen since step 9
         assert not np.array_equal(b[0], c[0])  # it still trained up to step 9
         assert not np.array_equal(a[1], b[1])  # model 1 trains on
-    for a, b in zip(jax.tree.leaves(host.opt_state), jax.tree.leaves(seen[2].opt_state), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(host.opt_state), jax.tree.leaves(seen[2].opt_state), strict=True
+    ):
         np.testing.assert_array_equal(a[0], b[0])
-    for a, b in zip(jax.tree.leaves(host.best_params), jax.tree.leaves(seen[0].params), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(host.best_params), jax.tree.leaves(seen[0].params), strict=True
+    ):
         np.testing.assert_array_equal(a[0], b[0])  # best = step 3
     assert host.best_step[1] == 18 and host.best_metric[1] < seen[0].best_metric[1]
     best = t.evaluate(state, DATA, {"loss": xent}, best=True)["loss"]
@@ -183,7 +189,10 @@ def test_subsets_and_evaluation_in_batches():
     metrics = {"error": error, "xent": xent}
     params = state.to_host(state.params)
     hp = {"rate": 0.0}
-    want = {k: np.array([np.mean(f(row(params, i), hp, DATA)) for i in range(2)]) for k, f in metrics.items()}
+    want = {
+        k: np.array([np.mean(f(row(params, i), hp, DATA)) for i in range(2)])
+        for k, f in metrics.items()
+    }
     batched = VMAP.evaluate(state, DATA, metrics, batch_size=24)
     for k in metrics:
         np.testing.assert_allclose(batched[k], want[k], rtol=1e-6)
@@ -194,10 +203,17 @@ def test_subsets_and_evaluation_in_batches():
         np.testing.assert_allclose(on_parts[i], np.mean(xent(row(params, i), hp, sub)), rtol=1e-6)
 
 
-def test_auto_measures_vmap_and_map_and_computes_the_same(reference):
+def test_auto_measures_each_strategy_records_its_choice_and_a_resume_keeps_it(reference):
     t = trainer(strategy="auto")
     state = t.init_state(GRID, DATA)
     plan = t.plan(state, DATA)
     assert set(plan.timings) == {"vmap", "map(group_size=1)"}
-    assert plan.strategy in ("vmap", "map") and all(v > 0 for v in plan.timings.values())
-    assert_close(t.train(state, DATA, steps=6).params, reference.params)
+    assert all(v > 0 for v in plan.timings.values())
+    half = t.train(state, DATA, steps=3)
+    assert np.asarray(half.plan).tolist() == [plan.code] * 8
+    # A resumed state keeps its plan (no new probe), even in another trainer.
+    again = trainer(strategy="auto")
+    assert again.plan(half, DATA) == plan._replace(timings={})
+    done = again.train(half, DATA, steps=6)
+    # vmap is the reference; map one by one rounds differently (no model axis).
+    assert_close(done.params, reference.params, rtol=0 if plan.strategy == "vmap" else 1e-4)
