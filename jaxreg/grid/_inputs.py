@@ -18,9 +18,16 @@ PyTree = Any
 
 def check_loss(trainer, fn: str, hparams: dict, data: PyTree) -> Any:
     """Traces ``loss`` for one model on one batch; returns the aux shapes (or None)."""
+    if _keys.STEP in hparams:
+        raise fail(
+            fn,
+            f"the grid has a hyperparameter named {_keys.STEP!r}, the name under which "
+            "loss sees the step number. Rename the axis.",
+        )
     hp = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in hparams.items()}
     key = jax.eval_shape(lambda: jax.random.key(0))
     params = jax.eval_shape(trainer.init, key, hp)
+    hp = {**hp, _keys.STEP: jax.ShapeDtypeStruct((), jnp.int32)}
     batch = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct((trainer.batch_size, *np.shape(a)[1:]), a.dtype), data
     )

@@ -17,6 +17,7 @@ import jax
 
 INIT_STREAM = 0
 STEP_STREAM = 1
+STEP = "step"  # the name under which the loss sees the step number in its hparams
 
 
 def init_key(seed: jax.Array) -> jax.Array:
