@@ -98,8 +98,7 @@ def check_rates(fn: str, rate: Any, shape: Shape, what: str) -> float | Array:
     if not fits:
         raise fail(
             fn,
-            f"rate must be a scalar or an array that broadcasts to {what}, got shape "
-            f"{v.shape}." + (f" A rate per feature has shape ({shape[-1]},)." if shape else ""),
+            f"rate must be a scalar or an array that broadcasts to {what}, got shape {v.shape}.",
         )
     if not is_traced(v):
         c = np.asarray(v, np.float64)
@@ -177,7 +176,8 @@ def concrete_dropout(
     """
     fn = "concrete_dropout"
     x = check_float_array(fn, "x", x)
-    rate = check_rates(fn, rate, x.shape, f"x's shape {x.shape}")
+    what = f"x's shape {x.shape}" + (f" (one rate per feature: {x.shape[-1:]})" if x.ndim else "")
+    rate = check_rates(fn, rate, x.shape, what)
     key = _rate.check_key_for(fn, key, rate)
     temperature = check_positive(fn, "temperature", temperature)
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims)
