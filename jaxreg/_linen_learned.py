@@ -33,6 +33,8 @@ from jaxreg._checks import check_choice, fail, is_python_number
 
 Array = jax.Array
 GATES = ("units", "weights")
+# The authors' initialisation (droprate_init=0.5): log_alpha ~ N(0, 0.01**2).
+DEFAULT_LOG_ALPHA_INIT = nn.initializers.normal(0.01)
 
 
 def check_initial_rate(layer: str, rate: Any) -> float:
@@ -214,7 +216,7 @@ class L0Dense(nn.Module):
     precision: Any = None
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Array] = nn.initializers.zeros_init()
-    log_alpha_init: Callable[..., Array] = nn.initializers.normal(0.01)
+    log_alpha_init: Callable[..., Array] = DEFAULT_LOG_ALPHA_INIT
     beta: float | Array = 2 / 3
     limits: tuple[float, float] = (-0.1, 1.1)
     strength: float | Array = 1.0

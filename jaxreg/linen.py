@@ -378,6 +378,7 @@ class DropConnectDense(nn.Module):
                 **matmul,
             )
 
+
 from jaxreg._linen_learned import ConcreteDropout, L0Dense  # noqa: E402
 
 __all__ += ["ConcreteDropout", "L0Dense"]
