@@ -379,6 +379,6 @@ class DropConnectDense(nn.Module):
             )
 
 
-from jaxreg._linen_learned import ConcreteDropout, L0Dense  # noqa: E402
+from jaxreg._linen_learned import ConcreteDropout, L0Dense  # noqa: E402, F401
 
-__all__ += ["ConcreteDropout", "L0Dense"]
+__all__ = sorted([*__all__, "ConcreteDropout", "L0Dense"])

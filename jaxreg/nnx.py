@@ -490,6 +490,6 @@ class DropConnectLinear(_Layer):
             )
 
 
-from jaxreg._nnx_learned import ConcreteDropout, L0Linear, total_penalty  # noqa: E402
+from jaxreg._nnx_learned import ConcreteDropout, L0Linear, total_penalty  # noqa: E402, F401
 
-__all__ += ["ConcreteDropout", "L0Linear", "total_penalty"]
+__all__ = sorted([*__all__, "ConcreteDropout", "L0Linear", "total_penalty"])
