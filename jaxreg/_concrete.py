@@ -241,8 +241,10 @@ def concrete_dropout_penalty(
         loss that is a mean negative log-likelihood.
 
     Returns:
-      A float32 scalar (wider if ``kernel`` is). A traced invalid argument gives NaN;
-      a traced ``rate`` of 1 gives inf.
+      A float32 scalar (wider if ``kernel`` is). A traced invalid argument gives NaN.
+      Rates of exactly 0 or 1 (from a saturated logit, or traced) are evaluated at the
+      nearest interior float (``finfo.tiny``, ``1 - finfo.epsneg``), so the value and
+      gradient stay finite (and large, pushing the rate back inside).
 
     Example:
       >>> import jax.numpy as jnp, jaxreg
@@ -281,13 +283,18 @@ def concrete_dropout_penalty(
     wide = jnp.promote_types(kernel.dtype, jnp.float32)
     w = kernel.astype(wide)
     rows = jnp.sum(jnp.square(w), axis=tuple(a for a in range(w.ndim) if a != w.ndim - 2))
-    p = jnp.broadcast_to(jnp.asarray(rate, wide), (units,))
+    raw = jnp.broadcast_to(jnp.asarray(rate, wide), (units,))
+    # Rates 0 and 1 are evaluated at the nearest interior points (value and gradient):
+    # the entropy's slope is infinite at 0 and the weight term's value at 1.
+    info = jnp.finfo(wide)
+    inner = jnp.clip(raw, info.tiny, 1 - info.epsneg)
+    p = raw + jax.lax.stop_gradient(inner - raw)
     weight = 0.5 * jnp.square(length) * jnp.sum(rows / (1 - p))
     entropy = -jnp.sum(xlogy(p, p) + xlogy(1 - p, 1 - p))
     scale = 1.0 if tau is None else 2.0 / tau
     out = (scale / n) * (weight - entropy)
     if not isinstance(rate, float):
-        out = nan_unless(out, jnp.all((p >= 0) & (p <= 1)))
+        out = nan_unless(out, jnp.all((raw >= 0) & (raw <= 1)))
     for value in (n, length, tau):
         if value is not None:
             out = poison_nonpositive(out, value)

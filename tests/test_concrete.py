@@ -195,6 +195,16 @@ def test_penalty_gradient_with_traced_hyperparameters():
     analytic = (length**2 / 2 * np.sum(KERNEL**2) / (1 - p) ** 2 - 5 * np.log((1 - p) / p)) / n
     np.testing.assert_allclose(got, analytic, rtol=1e-5)
     assert np.isnan(penalty_gradient(jnp.float32(p), jnp.float32(-1.0), jnp.float32(length)))
+    # Rates 0 and 1 (a saturated logit): finite gradients that point back inside.
+    at_ends = [
+        penalty_gradient(jnp.float32(r), jnp.float32(n), jnp.float32(length)) for r in (0, 1)
+    ]
+    assert np.isfinite(at_ends).all() and at_ends[0] < 0 < at_ends[1]
+    # A traced rate outside [0, 1] gives NaN (not a clipped, plausible value).
+    invalid = jax.jit(
+        lambda r: jaxreg.concrete_dropout_penalty(KERNEL, rate=r, num_examples=1, length_scale=1)
+    )
+    assert np.isnan(invalid(jnp.array([0.1, 0.2, 1.5, 0.3, 0.4])))
 
 
 @pytest.mark.parametrize(
