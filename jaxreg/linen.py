@@ -377,3 +377,8 @@ class DropConnectDense(nn.Module):
                 per_example=self.per_example,
                 **matmul,
             )
+
+
+from jaxreg._linen_learned import ConcreteDropout, L0Dense  # noqa: E402, F401
+
+__all__ = sorted([*__all__, "ConcreteDropout", "L0Dense"])

@@ -488,3 +488,8 @@ class DropConnectLinear(_Layer):
                 precision=self.precision,
                 dot_general=self.dot_general,
             )
+
+
+from jaxreg._nnx_learned import ConcreteDropout, L0Linear, total_penalty  # noqa: E402, F401
+
+__all__ = sorted([*__all__, "ConcreteDropout", "L0Linear", "total_penalty"])
