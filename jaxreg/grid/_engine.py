@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -137,49 +138,55 @@ def candidates(local_models: int) -> list[Plan]:
     return plans
 
 
-def probe(trainer, mesh, state, args: tuple, *, has_aux: bool) -> Plan:
+def probe(trainer, mesh, state, args: tuple, *, has_aux: bool) -> tuple[Plan, Callable | None]:
     """Times a ``PROBE_STEPS``-step chunk under each candidate; returns the fastest.
 
     Each candidate is compiled once and run ``PROBE_REPEATS + 1`` times on the same
     (not donated) state; its time is the minimum over the timed runs. With several
-    processes, process 0's choice is used by all.
+    processes, process 0's choice is used by all. Also returns the winner's program
+    when the probe's chunk is the trainer's (``chunk_steps <= PROBE_STEPS``), else None.
     """
     local_models = state.num_models // mesh.size
     plans = candidates(local_models)
     if len(plans) == 1:
-        return plans[0]
+        return plans[0], None
     steps = min(PROBE_STEPS, trainer.chunk_steps)
-    timings = {}
+    timings, programs = {}, []
     for plan in plans:
         fn = chunk_program(trainer, mesh, plan, steps=steps, has_aux=has_aux, donate=False)
-        compiled = fn.lower(state, *args).compile()
-        jax.block_until_ready(compiled(state, *args))
+        jax.block_until_ready(fn(state, *args))  # compiles
         best = np.inf
         for _ in range(PROBE_REPEATS):
             t0 = time.perf_counter()
-            jax.block_until_ready(compiled(state, *args))
+            jax.block_until_ready(fn(state, *args))
             best = min(best, time.perf_counter() - t0)
         timings[name(plan)] = best
+        programs.append(fn)
     choice = int(np.argmin([timings[name(p)] for p in plans]))
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         choice = int(multihost_utils.broadcast_one_to_all(np.int32(choice)))
-    return plans[choice]._replace(timings=timings)
+    reuse = programs[choice] if steps == trainer.chunk_steps else None
+    return plans[choice]._replace(timings=timings), reuse
 
 
 def name(plan: Plan) -> str:
     return "vmap" if plan.strategy == "vmap" else f"map(group_size={plan.group_size})"
 
 
-def init_program(trainer, mesh, *, aux_shape, with_best: bool) -> Callable:
-    def one(hp_valid):
-        hp, valid = hp_valid
-        params = trainer.init(_keys.init_key(hp["seed"]), hp)
-        opt_state = trainer.optimizer(hp).init(params)
-        return _state.fresh(params, opt_state, hp, aux_shape, valid, with_best)
+@functools.lru_cache(maxsize=32)
+def init_program(init: Callable, optimizer: Callable, mesh: Mesh, with_best: bool) -> Callable:
+    """Fresh states from ``(hparams, valid, aux)`` (shared by trainers with the same
+    functions, so a second trainer of the same model compiles nothing new)."""
 
-    return sharded(over_models(lambda t: one(t), "vmap", 1, 0), mesh, 0, donate=False)
+    def one(tree):
+        hp, valid, aux = tree
+        params = init(_keys.init_key(hp["seed"]), hp)
+        opt_state = optimizer(hp).init(params)
+        return _state.fresh(params, opt_state, hp, aux, valid, with_best)
+
+    return sharded(over_models(one, "vmap", 1, 0), mesh, 0, donate=False)
 
 
 def evaluate_program(metrics: tuple, mesh, plan: Plan, *, best: bool, batch_size) -> Callable:

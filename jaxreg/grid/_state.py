@@ -112,7 +112,3 @@ def padded_size(num_models: int, num_devices: int) -> int:
 
 def mean_float(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda a: jnp.mean(jnp.asarray(a, jnp.float32), 0), tree)
-
-
-def zeros_like_host(n: int) -> np.ndarray:
-    return np.zeros(n, bool)

@@ -98,12 +98,12 @@ class Trainer:
         valid = np.arange(size) < grid.size
         hp = _data.put(_data.pad_models(hparams, size), self.mesh, models=True)
         valid = _data.put(valid, self.mesh, models=True)
-        key = ("init", jax.tree_util.tree_structure(aux))
-        if key not in self._cache:
-            self._cache[key] = _engine.init_program(
-                self, self.mesh, aux_shape=aux, with_best=self.validation is not None
-            )
-        return self._cache[key]((hp, valid))
+        aux = jax.tree_util.tree_map(lambda a: np.full((size, *a.shape), np.nan, np.float32), aux)
+        aux = _data.put(aux, self.mesh, models=True)
+        program = _engine.init_program(
+            self.init, self.optimizer, self.mesh, self.validation is not None
+        )
+        return program((hp, valid, aux))
 
     def _check_loss(self, fn: str, hparams: dict, data: PyTree):
         """Traces ``loss`` for one model on one batch; returns the aux shapes (or None)."""
@@ -265,7 +265,11 @@ class Trainer:
             return _engine.Plan(self.strategy, self.group_size or 1, {})
         key = ("plan", self._signature(state, args))
         if key not in self._cache:
-            self._cache[key] = _engine.probe(self, self.mesh, state, args, has_aux=has_aux)
+            plan, program = _engine.probe(self, self.mesh, state, args, has_aux=has_aux)
+            self._cache[key] = plan
+            chunk_key = ("chunk", plan.strategy, plan.group_size, has_aux)
+            if program is not None and chunk_key not in self._cache:
+                self._cache[chunk_key] = program  # the probe compiled the real chunk
         return self._cache[key]
 
     def _chunk(self, state, args, has_aux):
