@@ -44,6 +44,7 @@ from _common import (
     matplotlib_pyplot,
     positive_float,
     positive_int,
+    read_csv,
     save_figure,
     write_csv,
 )
@@ -56,6 +57,7 @@ NAME = "learned_dropout_rate"
 WIDTHS = (128, 128)
 BATCH = 128
 LR = 1e-3  # Adam, the weights
+TEXT = ("method", "program", "strategy", "run")  # the CSVs' text columns
 INIT_RATE = 0.1  # the learned rates start here (the reference implementation's init)
 
 
@@ -75,6 +77,10 @@ def parse_args():
     parser.add_argument("--temperature", type=positive_float, default=0.1)
     parser.add_argument("--no-timing", action="store_true", help="skip the two timing grids")
     parser.add_argument("--strategy", choices=("auto", "vmap", "map"), default=None)
+    parser.add_argument(
+        "--long-steps", type=positive_int, default=None, help="steps of the concrete-only run"
+    )
+    parser.add_argument("--replot", action="store_true", help="table and plot from the CSVs")
     args = parser.parse_args()
     smoke = args.smoke
     if args.rates is None:
@@ -84,6 +90,8 @@ def parse_args():
     args.steps = args.steps or (40 if smoke else 2000)
     args.chunk = 20 if smoke else 100
     args.timing_steps = min(args.steps, args.chunk * (2 if smoke else 6))
+    args.long_steps = max(args.steps, args.long_steps or (args.steps if smoke else 6000))
+    args.long_steps = -(-args.long_steps // args.chunk) * args.chunk
     args.strategy = args.strategy or ("vmap" if smoke else "auto")
     args.steps = -(-args.steps // args.chunk) * args.chunk
     return args
@@ -212,6 +220,8 @@ def projected(times, chunks):
 
 def main() -> None:
     args = parse_args()
+    if args.replot:
+        return replot(args)
     start = time.perf_counter()
     d = load_data(num_samples=1000, val_size=200) if args.smoke else load_data(val_size=1000)
     if max(args.sizes) > len(d.x_train):
@@ -222,50 +232,127 @@ def main() -> None:
 
     grid = build_grid(args)
     trainer = make_trainer(args)
-    curves = []
-
-    def record(state, c):
-        logits = state.to_host(state.params["logit"])
-        curves.append(((c + 1) * args.chunk, np.asarray(jax.nn.sigmoid(logits))))
-
-    state, times = timed_run(trainer, grid, data, subsets, args.steps, record)
+    rate_rows = []
+    state, times = timed_run(
+        trainer, grid, data, subsets, args.steps, rate_recorder(args, grid, "combined", rate_rows)
+    )
     plan = trainer.plan(state, data, subsets=subsets)
+    val_err, test_err, train_err, rates = measure(trainer, state, data, subsets, val, test)
+    chunks = args.steps // args.chunk
+    timing = [timing_row("combined", grid.size, plan.strategy, times, chunks, args.steps)]
+    long_rows = []
+    if not args.no_timing:
+        # The concrete rows alone, with their own loss: the time of the learned runs,
+        # and (run on to --long-steps) where their rates go with a longer budget.
+        g, t = build_grid(args, ("concrete",)), make_trainer(args, ("concrete",))
+        record = rate_recorder(args, g, "concrete alone", rate_rows)
+        st, times = timed_run(t, g, data, subsets, args.long_steps, record)
+        strategy = t.plan(st, data, subsets=subsets).strategy
+        timing.append(timing_row("concrete", g.size, strategy, times, chunks, args.long_steps))
+        v, e, _, r = measure(t, st, data, subsets, val, test)
+        long_rows = [
+            {
+                "n": int(h["n"]),
+                "seed": h["seed"],
+                "steps": args.long_steps,
+                "val_err": round(float(v[i]), 5),
+                "test_err": round(float(e[i]), 5),
+                **{f"rate{j + 1}": round(float(r[i, j]), 4) for j in range(len(WIDTHS))},
+            }
+            for i, h in enumerate(g.rows())
+        ]
+        # The fixed-rate grid alone: timing_steps steps, projected to --steps.
+        g, t = build_grid(args, ("fixed",)), make_trainer(args, ("fixed",))
+        st, times = timed_run(t, g, data, subsets, args.timing_steps)
+        strategy = t.plan(st, data, subsets=subsets).strategy
+        timing.append(timing_row("fixed", g.size, strategy, times, chunks, args.timing_steps))
+
+    r64 = lambda a, d: np.round(np.asarray(a, np.float64), d)  # noqa: E731
+    rows = grid.rows(
+        val_err=r64(val_err, 5),
+        test_err=r64(test_err, 5),
+        train_err=r64(train_err, 5),
+        **{f"rate{i + 1}": r64(rates[:, i], 4) for i in range(len(WIDTHS))},
+    )
+    for r in rows:  # grid.rows() gives the float32 values (0.10000000149): round them
+        r["method"] = "concrete" if r.pop("concrete") else "fixed"
+        r["rate"], r["n"] = float(f"{r['rate']:.6g}"), int(r["n"])
+    os.makedirs(args.out, exist_ok=True)
+    write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
+    write_csv(os.path.join(args.out, "rates.csv"), rate_rows)
+    write_csv(os.path.join(args.out, "timing.csv"), timing)
+    if long_rows:
+        write_csv(os.path.join(args.out, "long.csv"), long_rows)
+    report(args, rows, rate_rows, timing, long_rows, time.perf_counter() - start)
+
+
+def measure(trainer, state, data, subsets, val, test):
+    """Validation, test and training error (no dropout) and the learned rates, per model."""
     val_err = trainer.evaluate(state, val, {"e": error})["e"]
     test_err = trainer.evaluate(state, test, {"e": error})["e"]
     train_err = trainer.evaluate(state, data, {"e": error}, subsets=subsets)["e"]
     rates = np.asarray(jax.nn.sigmoid(state.to_host(state.params["logit"])))
-    chunks = args.steps // args.chunk
-    timing = {"combined": (grid.size, plan.strategy, *projected(times, chunks), times[-1])}
-    if not args.no_timing:  # each method alone, with its own loss, for timing_steps
-        for methods in (("concrete",), ("fixed",)):
-            g, t = build_grid(args, methods), make_trainer(args, methods)
-            st, times = timed_run(t, g, data, subsets, args.timing_steps)
-            strategy = t.plan(st, data, subsets=subsets).strategy
-            timing[methods[0]] = (g.size, strategy, *projected(times, chunks), None)
+    return val_err, test_err, train_err, rates
 
-    rows = grid.rows(
-        val_err=np.round(val_err, 5),
-        test_err=np.round(test_err, 5),
-        train_err=np.round(train_err, 5),
-        **{f"rate{i + 1}": np.round(rates[:, i], 4) for i in range(len(WIDTHS))},
-    )
-    for r in rows:
-        r["method"] = "concrete" if r.pop("concrete") else "fixed"
-    os.makedirs(args.out, exist_ok=True)
-    write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
-    concrete_idx = np.flatnonzero(grid.hparams["concrete"])
-    rate_rows = [
-        {
-            "step": step,
-            "size": int(grid.hparams["n"][i]),
-            "seed": int(grid.hparams["seed"][i]),
-            **{f"rate{j + 1}": round(float(r[i, j]), 5) for j in range(len(WIDTHS))},
-        }
-        for step, r in curves
-        for i in concrete_idx
+
+def rate_recorder(args, grid, run, rows):
+    """A ``train`` callback appending the concrete models' rates after each chunk."""
+    concrete = np.flatnonzero(grid.hparams["concrete"])
+
+    def record(state, c):
+        r = np.asarray(jax.nn.sigmoid(state.to_host(state.params["logit"])))
+        for i in concrete:
+            rows.append(
+                {
+                    "run": run,
+                    "step": (c + 1) * args.chunk,
+                    "size": int(grid.hparams["n"][i]),
+                    "seed": int(grid.hparams["seed"][i]),
+                    **{f"rate{j + 1}": round(float(r[i, j]), 5) for j in range(len(WIDTHS))},
+                }
+            )
+
+    return record
+
+
+def timing_row(program, models, strategy, times, chunks, steps_run):
+    """Seconds of a run: its first chunk (probe + compile + one chunk), a later chunk
+    (median), the projected total for ``chunks`` chunks and, if it ran that far, the
+    measured time at ``chunks`` chunks."""
+    first, per, total = projected(times, chunks)
+    return {
+        "program": program,
+        "models": models,
+        "strategy": strategy,
+        "steps_run": steps_run,
+        "first_chunk_s": round(first, 2),
+        "per_chunk_s": round(per, 3),
+        "projected_s": round(total, 1),
+        "measured_s": round(float(times[chunks - 1]), 1) if len(times) >= chunks else "",
+    }
+
+
+def replot(args):
+    """Redoes the table and the figure from the CSVs of a finished run."""
+    start = time.perf_counter()
+    num = lambda v: int(v) if v.lstrip("-").isdigit() else float(v)  # noqa: E731
+    load = lambda name: [  # noqa: E731
+        {k: v if k in TEXT or v == "" else num(v) for k, v in r.items()}
+        for r in read_csv(os.path.join(args.out, name))
     ]
-    write_csv(os.path.join(args.out, "rates.csv"), rate_rows)
-    report(args, rows, rate_rows, timing, time.perf_counter() - start)
+    rows, rate_rows, timing = load(f"{NAME}.csv"), load("rates.csv"), load("timing.csv")
+    has_long = os.path.exists(os.path.join(args.out, "long.csv"))
+    long_rows = load("long.csv") if has_long else []
+    for r in rows:
+        r["rate"], r["n"] = float(f"{r['rate']:.6g}"), int(r["n"])
+    args.sizes = sorted({r["n"] for r in rows})
+    args.rates = sorted({r["rate"] for r in rows if r["method"] == "fixed"})
+    args.seeds = len({r["seed"] for r in rows})
+    args.steps = max(r["step"] for r in rate_rows if r["run"] == "combined")
+    args.chunk = min(r["step"] for r in rate_rows)
+    args.timing_steps = max([r["steps_run"] for r in timing if r["program"] == "fixed"] or [0])
+    args.long_steps = max([r["steps"] for r in long_rows] or [args.steps])
+    report(args, rows, rate_rows, timing, long_rows, time.perf_counter() - start)
 
 
 # --- analysis ----------------------------------------------------------------------
@@ -315,12 +402,28 @@ def summarize(args, rows):
     return out
 
 
-def report(args, rows, rate_rows, timing, elapsed):
+def report(args, rows, rate_rows, timing, long_rows, elapsed):
     summary = summarize(args, rows)
     plot(args, rows, rate_rows, summary)
-    lines = []
+    lines, long_lines = [], []
     for s in summary:
         seeds = s["seeds"]
+        at = [r for r in long_rows if r["n"] == s["n"]]
+        if at:
+            long_lines.append(
+                [
+                    int(s["n"]),
+                    " / ".join(
+                        mean_sd([r[f"rate{j + 1}"] for r in at], ".3f") for j in range(len(WIDTHS))
+                    ),
+                    " / ".join(
+                        mean_sd([s["learned"][k][f"rate{j + 1}"] for k in seeds], ".3f")
+                        for j in range(len(WIDTHS))
+                    ),
+                    mean_sd([100 * s["chosen"][k]["rate"] for k in seeds], ".0f"),
+                    mean_sd([100 * r["test_err"] for r in at], ".1f"),
+                ]
+            )
         lines.append(
             [
                 int(s["n"]),
@@ -359,48 +462,74 @@ def report(args, rows, rate_rows, timing, elapsed):
             lines,
         )
     )
+    if long_lines:
+        print(
+            f"\nThe concrete rows alone, trained on to {args.long_steps} steps (where the "
+            "rates go with a longer budget; not a like-for-like comparison with the grid):\n"
+        )
+        print(
+            markdown_table(
+                [
+                    "train size N",
+                    f"learned rates after {args.long_steps} steps",
+                    f"after {args.steps} steps",
+                    "grid-chosen rate (x100)",
+                    f"test err % after {args.long_steps} steps",
+                ],
+                long_lines,
+            )
+        )
+        alone = {(r["size"], r["seed"], r["step"]): r for r in rate_rows if r["run"] != "combined"}
+        gap = max(
+            abs(r[f"rate{j + 1}"] - alone[r["size"], r["seed"], r["step"]][f"rate{j + 1}"])
+            for r in rate_rows
+            if r["run"] == "combined"
+            for j in range(len(WIDTHS))
+        )
+        print(
+            f"\n(the concrete-only program reproduces the combined program's rates up to step "
+            f"{args.steps} within {gap:.1e}: same seeds, same keys)"
+        )
     print()
-    tl = []
     labels = {
         "combined": "both methods, one program (the results)",
         "concrete": "concrete rows only (one learned run per size and seed)",
         "fixed": f"fixed-rate grid only ({len(args.rates)} rates per size and seed)",
     }
-    for k, label in labels.items():
-        if k in timing:
-            m, strategy, first, per, total, measured = timing[k]
-            tl.append(
-                [
-                    label,
-                    m,
-                    strategy,
-                    f"{first:.1f}",
-                    f"{per:.2f}",
-                    f"{total:.0f}",
-                    "" if measured is None else f"{measured:.0f}",
-                ]
-            )
+    tl = [
+        [
+            labels[t["program"]],
+            t["models"],
+            t["strategy"],
+            t["steps_run"],
+            f"{t['first_chunk_s']:.1f}",
+            f"{t['per_chunk_s']:.2f}",
+            f"{t['projected_s']:.0f}",
+        ]
+        for t in timing
+    ]
     print(
         markdown_table(
             [
                 "program",
                 "models",
                 "strategy",
+                "steps run",
                 "first chunk s (probe + compile)",
                 f"s per later chunk of {args.chunk} steps",
-                f"projected s for {args.steps} steps",
-                "measured s",
+                f"s for {args.steps} steps (projected from the steps run)",
             ],
             tl,
         )
     )
-    if "concrete" in timing and "fixed" in timing:
-        ratio = timing["fixed"][4] / timing["concrete"][4]
-        steady = timing["fixed"][3] / timing["concrete"][3]
+    by = {t["program"]: t for t in timing}
+    if "concrete" in by and "fixed" in by:
+        ratio = by["fixed"]["projected_s"] / by["concrete"]["projected_s"]
+        steady = by["fixed"]["per_chunk_s"] / by["concrete"]["per_chunk_s"]
         print(
             f"\nthe fixed-rate grid ({len(args.rates)} rates) costs {ratio:.1f}x the wall time "
             f"of the learned runs for the same sizes and seeds ({steady:.1f}x per chunk once "
-            f"compiled); timing grids run {args.timing_steps} steps, projected to {args.steps}"
+            f"compiled); timing grids ran {args.timing_steps} steps, projected to {args.steps}"
         )
     print(f"\nwrote {args.out}/ in {elapsed:.0f} s")
 
@@ -442,19 +571,22 @@ def plot(args, rows, rate_rows, summary):
     axes[0].set(
         xlabel="dropout rate", ylabel="error (%)", title="Test error vs rate (dotted: validation)"
     )
+    run = "concrete alone" if any(r["run"] != "combined" for r in rate_rows) else "combined"
+    curves = [r for r in rate_rows if r["run"] == run]
     for n in args.sizes:
         for j, ls in zip(range(len(WIDTHS)), ("-", "--"), strict=False):
-            steps = sorted({r["step"] for r in rate_rows})
+            steps = sorted({r["step"] for r in curves})
             ys = np.array(
                 [
-                    [r[f"rate{j + 1}"] for r in rate_rows if r["size"] == n and r["step"] == st]
+                    [r[f"rate{j + 1}"] for r in curves if r["size"] == n and r["step"] == st]
                     for st in steps
                 ]
             )
             axes[1].plot(steps, ys.mean(1), color=colors[n], ls=ls, label=f"N={n}, layer {j + 1}")
             axes[1].fill_between(steps, ys.min(1), ys.max(1), color=colors[n], alpha=0.15, lw=0)
+    axes[1].axvline(args.steps, color="k", lw=1, ls=":")
     axes[1].set(
-        xlabel="step",
+        xlabel=f"step (dotted: the {args.steps} steps of the comparison)",
         ylabel="learned rate",
         title="Concrete dropout's rates (band: min-max over seeds)",
     )
