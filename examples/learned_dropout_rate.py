@@ -28,6 +28,7 @@ Run: python examples/learned_dropout_rate.py [--smoke] [--out DIR]
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -48,7 +49,7 @@ from _common import (
     save_figure,
     write_csv,
 )
-from _stats import mean_sd, paired
+from _stats import holm, mean_sd, paired
 
 import jaxreg
 import jaxreg.grid as jg
@@ -72,10 +73,15 @@ def parse_args():
         "--length-scale", type=positive_float, default=1e-2, help="prior length-scale l (1e-2)"
     )
     parser.add_argument(
-        "--rate-lr", type=positive_float, default=1e-2, help="Adam step size of the logits"
+        "--rate-lrs", type=float_list(low=0.0), default=None, help="Adam step sizes of the logits"
     )
     parser.add_argument("--temperature", type=positive_float, default=0.1)
-    parser.add_argument("--no-timing", action="store_true", help="skip the two timing grids")
+    parser.add_argument(
+        "--timing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the two methods alone (default: on, off with --smoke)",
+    )
     parser.add_argument("--strategy", choices=("auto", "vmap", "map"), default=None)
     parser.add_argument(
         "--long-steps", type=positive_int, default=None, help="steps of the concrete-only run"
@@ -87,10 +93,12 @@ def parse_args():
         args.rates = [0.0, 0.3] if smoke else [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     args.sizes = [int(s) for s in (args.sizes or ([150, 300, 600] if smoke else [300, 1000, 3000]))]
     args.seeds = args.seeds or (2 if smoke else 5)
+    args.timing = not smoke if args.timing is None else args.timing
+    args.rate_lrs = args.rate_lrs or [1e-3, 1e-2]
     args.steps = args.steps or (40 if smoke else 2000)
     args.chunk = 20 if smoke else 100
     args.timing_steps = min(args.steps, args.chunk * (2 if smoke else 6))
-    args.long_steps = max(args.steps, args.long_steps or (args.steps if smoke else 6000))
+    args.long_steps = max(args.steps, args.long_steps or (60 if smoke else 6000))
     args.long_steps = -(-args.long_steps // args.chunk) * args.chunk
     args.strategy = args.strategy or ("vmap" if smoke else "auto")
     args.steps = -(-args.steps // args.chunk) * args.chunk
@@ -159,9 +167,9 @@ def make_trainer(args, methods=("fixed", "concrete")):
         pen = penalty(params, hp, args.length_scale)
         return data + (pen if methods == ("concrete",) else jnp.where(hp["concrete"], pen, 0.0))
 
-    def optimizer(hp):
+    def optimizer(hp):  # the logits' step size is a (traced) hyperparameter
         return optax.multi_transform(
-            {"net": optax.adam(LR), "rate": optax.adam(args.rate_lr)},
+            {"net": optax.adam(LR), "rate": optax.adam(hp["rate_lr"])},
             lambda p: {"mlp": jax.tree.map(lambda _: "net", p["mlp"]), "logit": "rate"},
         )
 
@@ -182,12 +190,13 @@ def error(params, hp, batch):
 # --- the grid ----------------------------------------------------------------------
 
 
-def build_grid(args, methods=("fixed", "concrete")):
+def build_grid(args, methods=("fixed", "concrete"), rate_lrs=None):
     rows = []
     if "fixed" in methods:
-        rows += [{"concrete": False, "rate": r} for r in args.rates]
+        rows += [{"concrete": False, "rate": r, "rate_lr": 0.0} for r in args.rates]
     if "concrete" in methods:
-        rows += [{"concrete": True, "rate": INIT_RATE}]
+        lrs = args.rate_lrs if rate_lrs is None else rate_lrs
+        rows += [{"concrete": True, "rate": INIT_RATE, "rate_lr": lr} for lr in lrs]
     sizes = [{"subset": i, "n": float(n)} for i, n in enumerate(args.sizes)]
     return jg.product(
         jg.rows(rows, name="method"), jg.rows(sizes, name="size"), seed=range(args.seeds)
@@ -228,7 +237,12 @@ def main() -> None:
         raise SystemExit(f"--sizes: at most {len(d.x_train)} training examples, got {args.sizes}")
     data = {"x": d.x_train, "y": d.y_train}
     subsets = [np.arange(n) for n in args.sizes]  # nested prefixes of one training set
-    val, test = {"x": d.x_val, "y": d.y_val}, {"x": d.x_test, "y": d.y_test}
+    part = np.repeat(np.eye(2, dtype=np.float32), [len(d.y_val), len(d.y_test)], axis=0)
+    held_out = {
+        "x": np.concatenate([d.x_val, d.x_test]),
+        "part": part,
+        "y": np.concatenate([d.y_val, d.y_test]),
+    }
 
     grid = build_grid(args)
     trainer = make_trainer(args)
@@ -237,23 +251,31 @@ def main() -> None:
         trainer, grid, data, subsets, args.steps, rate_recorder(args, grid, "combined", rate_rows)
     )
     plan = trainer.plan(state, data, subsets=subsets)
-    val_err, test_err, train_err, rates = measure(trainer, state, data, subsets, val, test)
+    val_err, test_err, train_err, rates = measure(trainer, state, held_out, data, subsets)
     chunks = args.steps // args.chunk
     timing = [timing_row("combined", grid.size, plan.strategy, times, chunks, args.steps)]
     long_rows = []
-    if not args.no_timing:
-        # The concrete rows alone, with their own loss: the time of the learned runs,
-        # and (run on to --long-steps) where their rates go with a longer budget.
+    if args.timing:
+        # The learned runs alone (one step size: one learned run per size and seed) and
+        # the fixed-rate grid alone, each with its own loss: timing_steps steps each.
+        for methods, lrs in ((("concrete",), args.rate_lrs[:1]), (("fixed",), None)):
+            g, t = build_grid(args, methods, lrs), make_trainer(args, methods)
+            st, times = timed_run(t, g, data, subsets, args.timing_steps)
+            strategy = t.plan(st, data, subsets=subsets).strategy
+            timing.append(
+                timing_row(methods[0], g.size, strategy, times, chunks, args.timing_steps)
+            )
+    if args.long_steps > args.steps:
+        # The concrete rows alone, trained on to --long-steps: where their rates go.
         g, t = build_grid(args, ("concrete",)), make_trainer(args, ("concrete",))
         record = rate_recorder(args, g, "concrete alone", rate_rows)
-        st, times = timed_run(t, g, data, subsets, args.long_steps, record)
-        strategy = t.plan(st, data, subsets=subsets).strategy
-        timing.append(timing_row("concrete", g.size, strategy, times, chunks, args.long_steps))
-        v, e, _, r = measure(t, st, data, subsets, val, test)
+        st, _ = timed_run(t, g, data, subsets, args.long_steps, record)
+        v, e, _, r = measure(t, st, held_out)
         long_rows = [
             {
                 "n": int(h["n"]),
                 "seed": h["seed"],
+                "rate_lr": float(f"{h['rate_lr']:.6g}"),
                 "steps": args.long_steps,
                 "val_err": round(float(v[i]), 5),
                 "test_err": round(float(e[i]), 5),
@@ -261,11 +283,6 @@ def main() -> None:
             }
             for i, h in enumerate(g.rows())
         ]
-        # The fixed-rate grid alone: timing_steps steps, projected to --steps.
-        g, t = build_grid(args, ("fixed",)), make_trainer(args, ("fixed",))
-        st, times = timed_run(t, g, data, subsets, args.timing_steps)
-        strategy = t.plan(st, data, subsets=subsets).strategy
-        timing.append(timing_row("fixed", g.size, strategy, times, chunks, args.timing_steps))
 
     r64 = lambda a, d: np.round(np.asarray(a, np.float64), d)  # noqa: E731
     rows = grid.rows(
@@ -277,6 +294,7 @@ def main() -> None:
     for r in rows:  # grid.rows() gives the float32 values (0.10000000149): round them
         r["method"] = "concrete" if r.pop("concrete") else "fixed"
         r["rate"], r["n"] = float(f"{r['rate']:.6g}"), int(r["n"])
+        r["rate_lr"] = float(f"{r['rate_lr']:.6g}")
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
     write_csv(os.path.join(args.out, "rates.csv"), rate_rows)
@@ -286,11 +304,19 @@ def main() -> None:
     report(args, rows, rate_rows, timing, long_rows, time.perf_counter() - start)
 
 
-def measure(trainer, state, data, subsets, val, test):
-    """Validation, test and training error (no dropout) and the learned rates, per model."""
-    val_err = trainer.evaluate(state, val, {"e": error})["e"]
-    test_err = trainer.evaluate(state, test, {"e": error})["e"]
-    train_err = trainer.evaluate(state, data, {"e": error}, subsets=subsets)["e"]
+def measure(trainer, state, held_out, data=None, subsets=None):
+    """Validation and test error (no dropout), the training error (with ``data``) and
+    the learned rates, per model. ``held_out``: validation and test examples in one
+    data set whose ``part`` column (one-hot) tells them apart (one compiled program)."""
+    share = held_out["part"].mean(0)
+
+    def split_error(params, hp, batch):  # per example: (error if val, error if test)
+        return error(params, hp, batch)[:, None] * batch["part"]
+
+    val_err, test_err = (trainer.evaluate(state, held_out, {"e": split_error})["e"] / share).T
+    train_err = None
+    if data is not None:
+        train_err = trainer.evaluate(state, data, {"e": error}, subsets=subsets)["e"]
     rates = np.asarray(jax.nn.sigmoid(state.to_host(state.params["logit"])))
     return val_err, test_err, train_err, rates
 
@@ -308,6 +334,7 @@ def rate_recorder(args, grid, run, rows):
                     "step": (c + 1) * args.chunk,
                     "size": int(grid.hparams["n"][i]),
                     "seed": int(grid.hparams["seed"][i]),
+                    "rate_lr": float(f"{grid.hparams['rate_lr'][i]:.6g}"),
                     **{f"rate{j + 1}": round(float(r[i, j]), 5) for j in range(len(WIDTHS))},
                 }
             )
@@ -348,6 +375,7 @@ def replot(args):
     args.sizes = sorted({r["n"] for r in rows})
     args.rates = sorted({r["rate"] for r in rows if r["method"] == "fixed"})
     args.seeds = len({r["seed"] for r in rows})
+    args.rate_lrs = sorted({r["rate_lr"] for r in rows if r["method"] == "concrete"})
     args.steps = max(r["step"] for r in rate_rows if r["run"] == "combined")
     args.chunk = min(r["step"] for r in rate_rows)
     args.timing_steps = max([r["steps_run"] for r in timing if r["program"] == "fixed"] or [0])
@@ -359,7 +387,8 @@ def replot(args):
 
 
 def summarize(args, rows):
-    """Per size: the learned rates, the grid's per-seed choice, paired test errors."""
+    """Per size: the grid's per-seed choice and, per logit step size, the learned runs
+    and their paired test-error differences."""
     out = []
     for n in args.sizes:
         at = [r for r in rows if r["n"] == n]
@@ -371,91 +400,104 @@ def summarize(args, rows):
             )
             for s in seeds
         }
-        learned = {
-            s: next(r for r in at if r["method"] == "concrete" and r["seed"] == s) for s in seeds
-        }
-        # Validation selection per seed (ties: the smaller rate).
+        # Validation selection per seed (ties: the smaller rate), as with one grid run.
         chosen = {s: min(fixed[s], key=lambda r: (r["val_err"], r["rate"])) for s in seeds}
         mean_val = {
             rate: np.mean([r["val_err"] for s in seeds for r in fixed[s] if r["rate"] == rate])
             for rate in args.rates
         }
-        out.append(
-            {
-                "n": n,
-                "seeds": seeds,
-                "learned": learned,
-                "chosen": chosen,
-                "fixed": fixed,
-                "mean_val_rate": min(mean_val, key=lambda k: (mean_val[k], k)),
-                "diff": paired(
-                    [learned[s]["test_err"] for s in seeds], [chosen[s]["test_err"] for s in seeds]
-                ),
-                "diff0": paired(
-                    [learned[s]["test_err"] for s in seeds],
-                    [next(r for r in fixed[s] if r["rate"] == 0.0)["test_err"] for s in seeds],
+        chosen_test = [chosen[s]["test_err"] for s in seeds]
+        zero = [next((r for r in fixed[s] if r["rate"] == 0.0), None) for s in seeds]
+        entry = {
+            "n": n,
+            "seeds": seeds,
+            "fixed": fixed,
+            "chosen": chosen,
+            "learned": {},
+            "diff": {},
+            "diff0": {},
+            "mean_val_rate": min(mean_val, key=lambda k: (mean_val[k], k)),
+        }
+        for lr in args.rate_lrs:
+            learned = [
+                next(
+                    r
+                    for r in at
+                    if r["method"] == "concrete" and r["seed"] == s and r["rate_lr"] == lr
                 )
-                if 0.0 in args.rates
-                else None,
-            }
-        )
+                for s in seeds
+            ]
+            test = [r["test_err"] for r in learned]
+            entry["learned"][lr] = learned
+            entry["diff"][lr] = paired(test, chosen_test)
+            entry["diff0"][lr] = (
+                None if None in zero else paired(test, [r["test_err"] for r in zero])
+            )
+        out.append(entry)
     return out
 
 
 def report(args, rows, rate_rows, timing, long_rows, elapsed):
     summary = summarize(args, rows)
-    plot(args, rows, rate_rows, summary)
+    plot(args, rate_rows, summary)
+    layers = range(len(WIDTHS))
+    pvalues = holm([s["diff"][lr].p for s in summary for lr in args.rate_lrs])
     lines, long_lines = [], []
     for s in summary:
         seeds = s["seeds"]
-        at = [r for r in long_rows if r["n"] == s["n"]]
-        if at:
-            long_lines.append(
+        grid_rate = mean_sd([s["chosen"][k]["rate"] for k in seeds], ".2f")
+        for lr in args.rate_lrs:
+            learned, d = s["learned"][lr], s["diff"][lr]
+            lines.append(
                 [
-                    int(s["n"]),
+                    s["n"],
+                    f"{lr:g}",
                     " / ".join(
-                        mean_sd([r[f"rate{j + 1}"] for r in at], ".3f") for j in range(len(WIDTHS))
+                        mean_sd([r[f"rate{j + 1}"] for r in learned], ".2f") for j in layers
                     ),
-                    " / ".join(
-                        mean_sd([s["learned"][k][f"rate{j + 1}"] for k in seeds], ".3f")
-                        for j in range(len(WIDTHS))
-                    ),
-                    mean_sd([100 * s["chosen"][k]["rate"] for k in seeds], ".0f"),
-                    mean_sd([100 * r["test_err"] for r in at], ".1f"),
+                    grid_rate,
+                    f"{s['mean_val_rate']:g}",
+                    mean_sd([100 * r["test_err"] for r in learned], ".1f"),
+                    mean_sd([100 * s["chosen"][k]["test_err"] for k in seeds], ".1f"),
+                    d.format(100, "+.2f"),
+                    f"{pvalues[len(lines)]:.2g}",
+                    d.verdict("learned better", "grid better"),
+                    "" if s["diff0"][lr] is None else s["diff0"][lr].format(100, "+.2f"),
                 ]
             )
-        lines.append(
-            [
-                int(s["n"]),
-                " / ".join(
-                    mean_sd([s["learned"][k][f"rate{j + 1}"] for k in seeds], ".2f")
-                    for j in range(len(WIDTHS))
-                ),
-                mean_sd([s["chosen"][k]["rate"] for k in seeds], ".2f"),
-                f"{s['mean_val_rate']:.1f}",
-                mean_sd([100 * s["learned"][k]["test_err"] for k in seeds], ".1f"),
-                mean_sd([100 * s["chosen"][k]["test_err"] for k in seeds], ".1f"),
-                s["diff"].format(100, "+.2f"),
-                s["diff"].verdict("learned better", "grid better"),
-                "" if s["diff0"] is None else s["diff0"].format(100, "+.2f"),
-            ]
-        )
+            at = [r for r in long_rows if r["n"] == s["n"] and r["rate_lr"] == lr]
+            if at:
+                long_lines.append(
+                    [
+                        s["n"],
+                        f"{lr:g}",
+                        " / ".join(mean_sd([r[f"rate{j + 1}"] for r in at], ".3f") for j in layers),
+                        " / ".join(
+                            mean_sd([r[f"rate{j + 1}"] for r in learned], ".3f") for j in layers
+                        ),
+                        grid_rate,
+                        mean_sd([100 * r["test_err"] for r in at], ".1f"),
+                    ]
+                )
     print(
-        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam {LR:g} (logits "
-        f"{args.rate_lr:g}), batch {BATCH}, {args.steps} steps, {args.seeds} seeds; concrete "
-        f"dropout: temperature {args.temperature:g}, length-scale {args.length_scale:g}, "
-        f"rates start at {INIT_RATE}; grid rates {', '.join(f'{r:g}' for r in args.rates)}\n"
+        f"MNIST-1D, MLP 40-{'-'.join(map(str, WIDTHS))}-10, Adam {LR:g}, batch {BATCH}, "
+        f"{args.steps} steps, {args.seeds} seeds; concrete dropout: temperature "
+        f"{args.temperature:g}, length-scale {args.length_scale:g}, rates start at {INIT_RATE}, "
+        f"logits trained by Adam at the step size in the table; grid rates "
+        f"{', '.join(f'{r:g}' for r in args.rates)}, chosen per seed on the validation split\n"
     )
     print(
         markdown_table(
             [
                 "train size N",
+                "logit step size",
                 "learned rates (layer 1 / layer 2)",
-                "grid rate, chosen per seed on val",
+                "grid rate, chosen per seed",
                 "grid rate, best mean val",
                 "test err % learned",
                 "test err % grid-chosen",
                 "learned - grid (pp, 95% CI)",
+                "Holm p",
                 "verdict",
                 "learned - rate 0 (pp)",
             ],
@@ -471,29 +513,32 @@ def report(args, rows, rate_rows, timing, long_rows, elapsed):
             markdown_table(
                 [
                     "train size N",
+                    "logit step size",
                     f"learned rates after {args.long_steps} steps",
                     f"after {args.steps} steps",
-                    "grid-chosen rate (x100)",
+                    "grid rate, chosen per seed",
                     f"test err % after {args.long_steps} steps",
                 ],
                 long_lines,
             )
         )
-        alone = {(r["size"], r["seed"], r["step"]): r for r in rate_rows if r["run"] != "combined"}
+        key = lambda r: (r["size"], r["seed"], r["rate_lr"], r["step"])  # noqa: E731
+        alone = {key(r): r for r in rate_rows if r["run"] != "combined"}
         gap = max(
-            abs(r[f"rate{j + 1}"] - alone[r["size"], r["seed"], r["step"]][f"rate{j + 1}"])
+            abs(r[f"rate{j + 1}"] - alone[key(r)][f"rate{j + 1}"])
             for r in rate_rows
             if r["run"] == "combined"
-            for j in range(len(WIDTHS))
+            for j in layers
         )
         print(
             f"\n(the concrete-only program reproduces the combined program's rates up to step "
-            f"{args.steps} within {gap:.1e}: same seeds, same keys)"
+            f"{args.steps} within {gap:.1e}: same seeds, same keys, another program)"
         )
     print()
     labels = {
         "combined": "both methods, one program (the results)",
-        "concrete": "concrete rows only (one learned run per size and seed)",
+        "concrete": f"concrete rows only, logit step {args.rate_lrs[0]:g} (one learned run "
+        "per size and seed)",
         "fixed": f"fixed-rate grid only ({len(args.rates)} rates per size and seed)",
     }
     tl = [
@@ -534,85 +579,89 @@ def report(args, rows, rate_rows, timing, long_rows, elapsed):
     print(f"\nwrote {args.out}/ in {elapsed:.0f} s")
 
 
-def plot(args, rows, rate_rows, summary):
+def plot(args, rate_rows, summary):
     plt = matplotlib_pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     colors = {n: f"C{i}" for i, n in enumerate(args.sizes)}
+    markers = dict(zip(args.rate_lrs, ("*", "P", "X", "D"), strict=False))
     rates = np.array(args.rates)
+    ax = axes[0, 0]
     for s in summary:
         n, c = s["n"], colors[s["n"]]
         v = 100 * np.array([[r["val_err"] for r in s["fixed"][k]] for k in s["seeds"]])
         t = 100 * np.array([[r["test_err"] for r in s["fixed"][k]] for k in s["seeds"]])
-        axes[0].errorbar(
-            rates,
-            t.mean(0),
-            yerr=t.std(0, ddof=1) if len(t) > 1 else None,
-            color=c,
-            marker="o",
-            capsize=3,
-            label=f"N={n}: fixed rate (test)",
+        sd = t.std(0, ddof=1) if len(t) > 1 else None
+        ax.errorbar(
+            rates, t.mean(0), yerr=sd, color=c, marker="o", ms=4, capsize=3, label=f"N = {n}"
         )
-        axes[0].plot(rates, v.mean(0), color=c, ls=":", lw=1)
-        learned_t = 100 * np.array([s["learned"][k]["test_err"] for k in s["seeds"]])
-        learned_r = np.array(
-            [[s["learned"][k][f"rate{j + 1}"] for j in range(len(WIDTHS))] for k in s["seeds"]]
-        )
-        axes[0].errorbar(
-            learned_r.mean(),
-            learned_t.mean(),
-            xerr=learned_r.mean(1).std(ddof=1) if len(learned_r) > 1 else None,
-            color=c,
-            marker="*",
-            ms=14,
+        ax.plot(rates, v.mean(0), color=c, ls=":", lw=1)
+        for lr, learned in s["learned"].items():
+            r = np.array([[x[f"rate{j + 1}"] for x in learned] for j in range(len(WIDTHS))])
+            y = 100 * np.mean([x["test_err"] for x in learned])
+            ax.plot(r.mean(1)[[0, -1]], [y, y], color=c, lw=1)  # layer 1 .. last layer
+            ax.plot(r.mean(), y, color=c, marker=markers[lr], ms=13, mec="k", ls="none")
+    for lr, m in markers.items():
+        ax.plot(
+            [],
+            [],
+            color="w",
+            marker=m,
             mec="k",
+            ms=11,
             ls="none",
-            label=f"N={n}: concrete (mean rate)",
+            label=f"concrete, logit step {lr:g}",
         )
-    axes[0].set(
-        xlabel="dropout rate", ylabel="error (%)", title="Test error vs rate (dotted: validation)"
+    ax.set(
+        xlabel="dropout rate (concrete: mean of the layers; bar: layer 1 to layer 2)",
+        ylabel="test error (%), mean ± sd",
+        title="Fixed rates (dotted: validation) and learned rates",
+    )
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
+    ax.set_ylim(top=ax.get_ylim()[1] + 6)
+    ax = axes[0, 1]
+    labels = []
+    for s in summary:
+        for lr in args.rate_lrs:
+            d, i = s["diff"][lr], len(labels)
+            ax.errorbar(
+                [100 * d.mean],
+                [i],
+                xerr=[[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]],
+                color=colors[s["n"]],
+                marker=markers[lr],
+                ms=10,
+                mec="k",
+                capsize=4,
+            )
+            labels.append(f"N = {s['n']}, step {lr:g}")
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(
+        xlabel="test error, learned - grid-chosen (points), 95% CI",
+        title=f"Paired over {args.seeds} seeds (right of 0: the grid is better)",
     )
     run = "concrete alone" if any(r["run"] != "combined" for r in rate_rows) else "combined"
     curves = [r for r in rate_rows if r["run"] == run]
-    for n in args.sizes:
-        for j, ls in zip(range(len(WIDTHS)), ("-", "--"), strict=False):
-            steps = sorted({r["step"] for r in curves})
-            ys = np.array(
-                [
-                    [r[f"rate{j + 1}"] for r in curves if r["size"] == n and r["step"] == st]
-                    for st in steps
-                ]
-            )
-            axes[1].plot(steps, ys.mean(1), color=colors[n], ls=ls, label=f"N={n}, layer {j + 1}")
-            axes[1].fill_between(steps, ys.min(1), ys.max(1), color=colors[n], alpha=0.15, lw=0)
-    axes[1].axvline(args.steps, color="k", lw=1, ls=":")
-    axes[1].set(
-        xlabel=f"step (dotted: the {args.steps} steps of the comparison)",
-        ylabel="learned rate",
-        title="Concrete dropout's rates (band: min-max over seeds)",
-    )
-    for i, s in enumerate(summary):
-        d = s["diff"]
-        axes[2].errorbar(
-            [100 * d.mean],
-            [i],
-            xerr=[[100 * (d.mean - d.low)], [100 * (d.high - d.mean)]],
-            color=colors[s["n"]],
-            marker="o",
-            capsize=4,
+    for ax, lr in zip(axes[1], args.rate_lrs, strict=False):
+        for n in args.sizes:
+            for j, ls in zip(range(len(WIDTHS)), ("-", "--"), strict=False):
+                at = [r for r in curves if r["size"] == n and r["rate_lr"] == lr]
+                steps = sorted({r["step"] for r in at})
+                ys = np.array([[r[f"rate{j + 1}"] for r in at if r["step"] == st] for st in steps])
+                ax.plot(steps, ys.mean(1), color=colors[n], ls=ls, label=f"N = {n}, layer {j + 1}")
+                ax.fill_between(steps, ys.min(1), ys.max(1), color=colors[n], alpha=0.15, lw=0)
+        ax.axvline(args.steps, color="k", lw=1, ls=":")
+        ax.set(
+            xlabel=f"step (dotted: the {args.steps} steps of the comparison)",
+            ylabel="learned rate",
+            title=f"Learned rates, logit step size {lr:g} (band: min-max over seeds)",
         )
-    axes[2].axvline(0, color="k", lw=1)
-    axes[2].set_yticks(range(len(summary)), [f"N={s['n']}" for s in summary])
-    axes[2].set(
-        xlabel="test error, learned - grid-chosen (pp), 95% CI",
-        title=f"Paired over {args.seeds} seeds",
-    )
-    for ax in axes:
+        ax.legend(fontsize=8, ncol=3)
+    for ax in axes.flat:
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(
-        f"Learned (concrete) vs grid-selected dropout rate, MLP 40-128-128-10 on MNIST-1D, "
-        f"{args.steps} steps, length-scale {args.length_scale:g}"
+        f"How do I choose the dropout rate? Concrete dropout vs a validation-selected grid, "
+        f"MLP 40-128-128-10 on MNIST-1D, {args.steps} steps, length-scale {args.length_scale:g}"
     )
     fig.tight_layout()
     save_figure(fig, os.path.join(args.out, f"{NAME}.png"), dpi=110)

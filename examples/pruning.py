@@ -46,6 +46,7 @@ from _common import (
     markdown_table,
     matplotlib_pyplot,
     positive_int,
+    read_csv,
     save_figure,
     write_csv,
 )
@@ -75,14 +76,15 @@ def parse_args():
     parser.add_argument("--steps", type=positive_int, default=None)
     parser.add_argument("--finetune-steps", type=positive_int, default=None)
     parser.add_argument("--strategy", choices=("auto", "vmap", "map"), default=None)
+    parser.add_argument("--replot", action="store_true", help="table and plot from the CSV")
     args = parser.parse_args()
     smoke = args.smoke
-    args.l0 = args.l0 or ([1e-3, 1e-2] if smoke else [1e-3, 3e-3, 1e-2, 2e-2, 4e-2])
-    args.gl = args.gl or ([0.3, 3.0] if smoke else [0.1, 0.3, 1.0, 2.0, 4.0])
+    args.l0 = args.l0 or ([1e-3, 1e-2] if smoke else [4e-3, 6e-3, 8e-3, 1e-2, 1.5e-2, 2.5e-2])
+    args.gl = args.gl or ([0.3, 3.0] if smoke else [1.25, 1.5, 2.0, 2.5, 3.0, 4.0])
     args.seeds = args.seeds or (2 if smoke else 5)
     args.chunk = 20 if smoke else 100
     args.steps = -(-(args.steps or (40 if smoke else 2000)) // args.chunk) * args.chunk
-    ft = args.finetune_steps or (20 if smoke else 300)
+    ft = args.finetune_steps or (20 if smoke else 500)
     args.finetune_steps = -(-ft // args.chunk) * args.chunk
     args.strategy = args.strategy or ("vmap" if smoke else "auto")
     return args
@@ -179,6 +181,19 @@ def magnitude_init(dense):
 def main() -> None:
     args = parse_args()
     start = time.perf_counter()
+    if args.replot:  # --steps / --finetune-steps only label the output
+        text = ("method",)
+        rows = [
+            {
+                k: v if k in text else float(v) if "." in v or "e" in v else int(v)
+                for k, v in r.items()
+            }
+            for r in read_csv(os.path.join(args.out, f"{NAME}.csv"))
+        ]
+        args.l0 = sorted({r["strength"] for r in rows if r["method"] == "L0"})
+        args.gl = sorted({r["strength"] for r in rows if r["method"] == "group lasso"})
+        args.seeds = len({r["seed"] for r in rows})
+        return report(args, rows, float("nan"), time.perf_counter() - start)
     d = load_data(num_samples=1000, val_size=200) if args.smoke else load_data(val_size=1000)
     data = {"x": d.x_train, "y": d.y_train}
     val, test = {"x": d.x_val, "y": d.y_val}, {"x": d.x_test, "y": d.y_test}
@@ -462,13 +477,17 @@ def plot(args, rows, dense, selected):
     }
     for method, (c, m) in style.items():
         pool = [r for r in rows if r["method"] == method]
-        grid_pts = [r for r in pool if r["stage"] == 1 or r["match"] < 0]
+        # models that kept no unit predict one class (chance): off the log axis
+        grid_pts = [r for r in pool if (r["stage"] == 1 or r["match"] < 0) and r["kept_frac"] > 0]
+        if not grid_pts:
+            continue
         x = np.array([r["kept_frac"] for r in grid_pts])
         y = 100 * np.array([r["test_err"] for r in grid_pts])
         axes[0].scatter(100 * x, y, color=c, marker=m, s=14, alpha=0.5, label=method)
         # mean over seeds per setting (strength, or fraction for magnitude)
         key = "strength" if method in ("L0", "group lasso") else "kept_frac"
         settings = sorted({r[key] for r in grid_pts})
+        settings = [k for k in settings if sum(r[key] == k for r in grid_pts) == args.seeds]
         mx = [np.mean([r["kept_frac"] for r in grid_pts if r[key] == k]) for k in settings]
         my = [np.mean([r["test_err"] for r in grid_pts if r[key] == k]) for k in settings]
         order = np.argsort(mx)
@@ -481,7 +500,7 @@ def plot(args, rows, dense, selected):
         xscale="log",
         xlabel="hidden units kept (%), log scale",
         ylabel="test error (%)",
-        title="Test error vs units kept (dots: models; lines: mean per setting)",
+        title="Test error vs units kept (dots: models; lines: mean per setting; 0 kept: not shown)",
     )
     axes[0].legend(fontsize=8)
     # Paired differences at equal sparsity: method - magnitude+ft at its own counts.

@@ -24,15 +24,19 @@ TIMEOUT_S = 600  # generous: the machines are shared; an idle smoke run takes ~1
 CASES = {
     "learned_dropout_rate": {
         "learned_dropout_rate.csv": (
-            ["rate", "subset", "n", "seed", "val_err", "test_err", "train_err", "rate1",
-             "rate2", "method"],
-            (2 + 1) * 3 * 2,  # (2 fixed rates + concrete) x 3 sizes x 2 seeds
+            ["rate", "rate_lr", "subset", "n", "seed", "val_err", "test_err", "train_err",
+             "rate1", "rate2", "method"],
+            (2 + 2) * 3 * 2,  # (2 fixed rates + concrete at 2 logit step sizes) x 3 sizes x 2 seeds
         ),
-        "rates.csv": (["step", "size", "seed", "rate1", "rate2"], 2 * 3 * 2),  # chunks x ...
-        "timing.csv": (
+        # concrete models (2 step sizes x 3 sizes x 2 seeds) x (2 chunks combined + 3 alone)
+        "rates.csv": (["run", "step", "size", "seed", "rate_lr", "rate1", "rate2"], 12 * 5),
+        "long.csv": (
+            ["n", "seed", "rate_lr", "steps", "val_err", "test_err", "rate1", "rate2"], 12
+        ),
+        "timing.csv": (  # --smoke times only the combined program
             ["program", "models", "strategy", "steps_run", "first_chunk_s", "per_chunk_s",
              "projected_s", "measured_s"],
-            3,
+            1,
         ),
     },
     "pruning": {
@@ -46,7 +50,7 @@ CASES = {
     },
 }  # fmt: skip
 UNIT_INTERVAL = {"val_err", "test_err", "train_err", "rate1", "rate2", "kept_frac", "rate"}
-TEXT = {"method", "program", "strategy"}
+TEXT = {"method", "program", "strategy", "run"}
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +115,23 @@ def test_smoke_run_writes_csv_and_png(runs, name):
 
 
 def test_learned_rates_move_and_methods_differ(runs):
-    """The concrete models' rates left their initial 0.1 and differ from the fixed
-    rows' (unused) logits; the smoke grids' two methods give distinct models."""
-    out, _ = finished(runs, "learned_dropout_rate")
+    """The concrete models' rates left their initial 0.1 (the fixed rows' unused logits
+    did not: no gradient reaches them), and the concrete-only run repeats the combined
+    program's rate trajectory (same seeds and keys, another program)."""
+    out, log = finished(runs, "learned_dropout_rate")
     _, rows = read(out / "learned_dropout_rate.csv")
     concrete = [r for r in rows if r["method"] == "concrete"]
     fixed = [r for r in rows if r["method"] == "fixed"]
     assert all(float(r["rate1"]) != 0.1 for r in concrete)
-    assert all(float(r["rate1"]) == 0.1 for r in fixed)  # no gradient reaches them
-    _, timing = read(out / "timing.csv")
-    assert [t["program"] for t in timing] == ["combined", "concrete", "fixed"]
+    assert all(float(r["rate1"]) == 0.1 for r in fixed)
+    _, curves = read(out / "rates.csv")
+    key = lambda r: (r["step"], r["size"], r["seed"], r["rate_lr"])  # noqa: E731
+    alone = {key(r): r for r in curves if r["run"] == "concrete alone"}
+    for r in curves:
+        if r["run"] == "combined":
+            for j in ("rate1", "rate2"):
+                assert abs(float(r[j]) - float(alone[key(r)][j])) < 1e-3, (r, alone[key(r)])
+    assert "reproduces the combined program" in log
 
 
 def test_pruning_counts_are_consistent(runs):
