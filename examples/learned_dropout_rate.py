@@ -6,22 +6,26 @@ with dropout after each hidden layer, either
 * at a fixed rate from a grid (0, 0.1, ..., 0.6), the rate chosen per seed by the
   validation error (what a practitioner does with a grid), or
 * with concrete dropout (``jaxreg.concrete_dropout``, Gal, Hron & Kendall 2017)
-  learning each hidden layer's rate: ``rate = sigmoid(logit)``, the logit inside
-  ``params``, trained with the weights against ``jaxreg.concrete_dropout_penalty``
-  (N = the model's training-set size, length-scale ``--length-scale``).
+  learning each hidden layer's rate: ``rate = sigmoid(logit)``, the logits inside
+  ``params``, trained by Adam (step size ``--rate-lrs``, a grid axis) with the weights
+  against ``jaxreg.concrete_dropout_penalty`` (N = the model's training-set size,
+  length-scale ``--length-scale``).
 
 Every method x size x seed is one ``jaxreg.grid`` program: a ``method`` row block
-(``concrete`` flag + fixed ``rate``) times a ``size`` row block (``subset`` index + N)
-times seeds; one loss handles both methods with ``jnp.where`` on the traced flag,
-and the training sets are the grid's per-model ``subsets`` (nested prefixes of one
-training set). Models sharing a seed share their initialisation, minibatches and
-dropout keys, so learned-vs-grid differences are paired.
+(``concrete`` flag, fixed ``rate``, logit step size ``rate_lr``) times a ``size`` row
+block (``subset`` index and N) times seeds; one loss handles both methods with
+``jnp.where`` on the traced flag, and the training sets are the grid's per-model
+``subsets`` (nested prefixes of one training set). Models sharing a seed share their
+initialisation, minibatches and dropout keys, so learned-vs-grid differences are paired.
 
-Cost: two more programs time a grid with only the concrete rows (one learned run per
-size and seed) against the fixed-rate grid alone, each with its own specialised loss.
+Then, each with its own loss: the concrete rows alone at one step size and the
+fixed-rate grid alone, timed (``--timing``), and the concrete rows alone trained on to
+``--long-steps`` (where the learned rates go with a longer budget).
 
-Writes ``learned_dropout_rate.csv`` (one row per model), ``rates.csv`` (the learned
-rates per chunk) and ``learned_dropout_rate.png`` to ``--out``.
+Writes to ``--out``: ``learned_dropout_rate.csv`` (one row per model),
+``learned_dropout_rate_rates.csv`` (the learned rates after every chunk),
+``learned_dropout_rate_long.csv``, ``learned_dropout_rate_timing.csv`` and
+``learned_dropout_rate.png``; ``--replot`` redoes the table and figure from them.
 
 Run: python examples/learned_dropout_rate.py [--smoke] [--out DIR]
 """
@@ -297,10 +301,10 @@ def main() -> None:
         r["rate_lr"] = float(f"{r['rate_lr']:.6g}")
     os.makedirs(args.out, exist_ok=True)
     write_csv(os.path.join(args.out, f"{NAME}.csv"), rows)
-    write_csv(os.path.join(args.out, "rates.csv"), rate_rows)
-    write_csv(os.path.join(args.out, "timing.csv"), timing)
+    write_csv(os.path.join(args.out, f"{NAME}_rates.csv"), rate_rows)
+    write_csv(os.path.join(args.out, f"{NAME}_timing.csv"), timing)
     if long_rows:
-        write_csv(os.path.join(args.out, "long.csv"), long_rows)
+        write_csv(os.path.join(args.out, f"{NAME}_long.csv"), long_rows)
     report(args, rows, rate_rows, timing, long_rows, time.perf_counter() - start)
 
 
@@ -367,9 +371,13 @@ def replot(args):
         {k: v if k in TEXT or v == "" else num(v) for k, v in r.items()}
         for r in read_csv(os.path.join(args.out, name))
     ]
-    rows, rate_rows, timing = load(f"{NAME}.csv"), load("rates.csv"), load("timing.csv")
-    has_long = os.path.exists(os.path.join(args.out, "long.csv"))
-    long_rows = load("long.csv") if has_long else []
+    rows, rate_rows, timing = (
+        load(f"{NAME}.csv"),
+        load(f"{NAME}_rates.csv"),
+        load(f"{NAME}_timing.csv"),
+    )
+    has_long = os.path.exists(os.path.join(args.out, f"{NAME}_long.csv"))
+    long_rows = load(f"{NAME}_long.csv") if has_long else []
     for r in rows:
         r["rate"], r["n"] = float(f"{r['rate']:.6g}"), int(r["n"])
     args.sizes = sorted({r["n"] for r in rows})
@@ -656,7 +664,7 @@ def plot(args, rate_rows, summary):
             ylabel="learned rate",
             title=f"Learned rates, logit step size {lr:g} (band: min-max over seeds)",
         )
-        ax.legend(fontsize=8, ncol=3)
+        ax.legend(fontsize=7, ncol=2, loc="upper left")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     fig.suptitle(

@@ -29,11 +29,13 @@ CASES = {
             (2 + 2) * 3 * 2,  # (2 fixed rates + concrete at 2 logit step sizes) x 3 sizes x 2 seeds
         ),
         # concrete models (2 step sizes x 3 sizes x 2 seeds) x (2 chunks combined + 3 alone)
-        "rates.csv": (["run", "step", "size", "seed", "rate_lr", "rate1", "rate2"], 12 * 5),
-        "long.csv": (
+        "learned_dropout_rate_rates.csv": (
+            ["run", "step", "size", "seed", "rate_lr", "rate1", "rate2"], 12 * 5
+        ),
+        "learned_dropout_rate_long.csv": (
             ["n", "seed", "rate_lr", "steps", "val_err", "test_err", "rate1", "rate2"], 12
         ),
-        "timing.csv": (  # --smoke times only the combined program
+        "learned_dropout_rate_timing.csv": (  # --smoke times only the combined program
             ["program", "models", "strategy", "steps_run", "first_chunk_s", "per_chunk_s",
              "projected_s", "measured_s"],
             1,
@@ -124,7 +126,7 @@ def test_learned_rates_move_and_methods_differ(runs):
     fixed = [r for r in rows if r["method"] == "fixed"]
     assert all(float(r["rate1"]) != 0.1 for r in concrete)
     assert all(float(r["rate1"]) == 0.1 for r in fixed)
-    _, curves = read(out / "rates.csv")
+    _, curves = read(out / "learned_dropout_rate_rates.csv")
     key = lambda r: (r["step"], r["size"], r["seed"], r["rate_lr"])  # noqa: E731
     alone = {key(r): r for r in curves if r["run"] == "concrete alone"}
     for r in curves:
