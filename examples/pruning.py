@@ -64,7 +64,7 @@ LR = 1e-3  # Adam, weights
 GATE_LR = 1e-2  # Adam, log_alpha
 GATE_INIT = float(np.log(0.8 / 0.2))  # log_alpha at init: test-time gate 0.86
 TOLERANCE = 0.01  # "as good as dense": validation error within 1 point of dense
-FRACTIONS = (0.03, 0.06, 0.1, 0.2, 0.3, 0.5, 0.75)  # magnitude pruning grid
+FRACTIONS = (0.03, 0.06, 0.1, 0.2, 0.3, 0.5, 0.75, 0.9)  # magnitude pruning grid
 
 
 def parse_args():

@@ -46,8 +46,8 @@ CASES = {
             ["stage", "method", "strength", "seed", "match", "keep1", "keep2", "kept_frac",
              "val_err", "test_err"],
             # stage 1: (dense + 2 L0 + 2 group lasso) x 2 seeds; stage 2: (4 matched
-            # + 7 fractions) x 2 seeds, each as "magnitude" and "magnitude+ft"
-            5 * 2 + 2 * (4 + 7) * 2,
+            # + 8 fractions) x 2 seeds, each as "magnitude" and "magnitude+ft"
+            5 * 2 + 2 * (4 + 8) * 2,
         ),
     },
 }  # fmt: skip
