@@ -119,3 +119,21 @@ def test_import_is_lean_and_jaxreg_does_not_import_grid():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_trainer_fingerprint_follows_what_decides_the_results():
+    grid = jg.product(rate=[0.0, 0.5], seed=[0, 1])
+    a = _trainer().fingerprint(grid, DATA, extra={"lr": 1e-3})
+    assert a == _trainer().fingerprint(grid, DATA, extra={"lr": 1e-3})  # a new trainer
+    assert a == _trainer(strategy="map").fingerprint(grid, DATA, extra={"lr": 1e-3})
+    others = [
+        _trainer(batch_size=5).fingerprint(grid, DATA, extra={"lr": 1e-3}),
+        _trainer(chunk_steps=2).fingerprint(grid, DATA, extra={"lr": 1e-3}),
+        _trainer().fingerprint(grid.take([0, 1, 2]), DATA, extra={"lr": 1e-3}),
+        _trainer().fingerprint(grid, {"x": DATA["x"][:5], "y": DATA["y"][:5]}, extra={"lr": 1e-3}),
+        _trainer().fingerprint(grid, DATA, extra={"lr": 1e-2}),
+        _trainer(loss=lambda p, hp, b, k: _loss(p, hp, b, k)).fingerprint(
+            grid, DATA, extra={"lr": 1e-3}
+        ),
+    ]
+    assert len({a, *others}) == 1 + len(others)

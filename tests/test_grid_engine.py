@@ -77,8 +77,12 @@ def reference():
 
 
 def assert_close(a, b, rtol=1e-6):
+    """Equal to ``rtol`` (0: bit for bit)."""
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-7)
+        if rtol == 0:
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        else:
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=rtol / 10)
 
 
 def row(tree, i):
@@ -91,27 +95,19 @@ def test_k_models_at_once_equal_each_trained_alone(reference):
     for i in range(1, len(GRID)):  # common random numbers: one seed, one initialisation
         same = jax.tree.map(lambda a, i=i: np.array_equal(a[i], a[i % 2]), fresh.params)
         assert all(jax.tree.leaves(same)) == (seeds[i] == seeds[i % 2])
-    bitwise = 0
-    for i in range(len(GRID)):
+    for i in range(len(GRID)):  # bit for bit on this CPU (1e-6 relative where XLA differs)
         alone = train(VMAP, GRID.take([i]))
-        assert_close(row(alone.params, 0), row(reference.params, i))
-        assert_close(row(alone.opt_state, 0), row(reference.opt_state, i))
-        bitwise += all(
-            np.array_equal(a, b)
-            for a, b in zip(
-                jax.tree.leaves(row(alone.params, 0)), jax.tree.leaves(row(reference.params, i))
-            )
-        )
-    print(f"{bitwise} of {len(GRID)} bitwise equal")
+        assert_close(row(alone.params, 0), row(reference.params, i), rtol=0)
+        assert_close(row(alone.opt_state, 0), row(reference.opt_state, i), rtol=0)
     assert np.asarray(reference.step).tolist() == [6] * 8
     assert np.all(np.isfinite(np.asarray(reference.loss)))
     assert reference.aux["batch_error"].shape == (8,)
 
 
-def test_map_in_groups_equals_vmap(reference):
+def test_map_in_groups_equals_vmap_bit_for_bit(reference):
     got = train(MAP4, GRID)  # 2 groups of 4 (map one by one: test_grid_devices.py)
-    assert_close(got.params, reference.params)
-    assert_close((got.loss, got.aux), (reference.loss, reference.aux))
+    assert_close(got.params, reference.params, rtol=0)
+    assert_close((got.loss, got.aux), (reference.loss, reference.aux), rtol=0)
 
 
 def test_resume_from_a_chunk_equals_uninterrupted_and_callback_counts_chunks(reference):
@@ -207,10 +203,17 @@ def test_subsets_and_evaluation_in_batches():
         np.testing.assert_allclose(on_parts[i], np.mean(xent(row(params, i), hp, sub)), rtol=1e-6)
 
 
-def test_auto_measures_vmap_and_map_and_computes_the_same(reference):
+def test_auto_measures_each_strategy_records_its_choice_and_a_resume_keeps_it(reference):
     t = trainer(strategy="auto")
     state = t.init_state(GRID, DATA)
     plan = t.plan(state, DATA)
     assert set(plan.timings) == {"vmap", "map(group_size=1)"}
-    assert plan.strategy in ("vmap", "map") and all(v > 0 for v in plan.timings.values())
-    assert_close(t.train(state, DATA, steps=6).params, reference.params)
+    assert all(v > 0 for v in plan.timings.values())
+    half = t.train(state, DATA, steps=3)
+    assert np.asarray(half.plan).tolist() == [plan.code] * 8
+    # A resumed state keeps its plan (no new probe), even in another trainer.
+    again = trainer(strategy="auto")
+    assert again.plan(half, DATA) == plan._replace(timings={})
+    done = again.train(half, DATA, steps=6)
+    # vmap is the reference; map one by one rounds differently (no model axis).
+    assert_close(done.params, reference.params, rtol=0 if plan.strategy == "vmap" else 1e-4)

@@ -1,4 +1,4 @@
-"""Per-model evaluation of user metric functions (no argmax, no assumption on the task)."""
+"""Per-model evaluation of user metric functions (nothing assumed about the task)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxreg.grid import _data
 
@@ -31,6 +30,9 @@ class GridState(NamedTuple):
       loss: float32, the mean training loss over the latest chunk (NaN before any).
       aux: the mean over the latest chunk of the loss's aux output (None without aux).
       valid: bool, False for the models added to pad the grid to the mesh.
+      plan: int32, how the state was last trained (the same for every model): -1 not
+        yet, 0 ``vmap``, g > 0 ``map`` in groups of g. ``strategy="auto"`` keeps it, so
+        a resumed run computes exactly what the uninterrupted one would.
     """
 
     params: PyTree
@@ -47,6 +49,7 @@ class GridState(NamedTuple):
     loss: Any
     aux: PyTree
     valid: Any
+    plan: Any
 
     @property
     def num_models(self) -> int:
@@ -83,6 +86,7 @@ def fresh(params, opt_state, hparams, aux, valid, with_best: bool) -> GridState:
         if aux is None
         else jax.tree_util.tree_map(lambda a: jnp.full(a.shape, jnp.nan, jnp.float32), aux),
         valid=valid,
+        plan=jnp.full((), -1, jnp.int32),
     )
 
 
@@ -108,7 +112,3 @@ def record_validation(st: GridState, value: jax.Array, patience: int | None) -> 
 
 def padded_size(num_models: int, num_devices: int) -> int:
     return -(-num_models // num_devices) * num_devices
-
-
-def mean_float(tree: PyTree) -> PyTree:
-    return jax.tree_util.tree_map(lambda a: jnp.mean(jnp.asarray(a, jnp.float32), 0), tree)

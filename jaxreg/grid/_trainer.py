@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
 from jaxreg._checks import check_callable, check_choice, check_positive_int, describe, fail
-from jaxreg.grid import _data, _engine, _keys, _state
+from jaxreg.grid import _data, _engine, _inputs, _state
 from jaxreg.grid._grids import Grid
 
 PyTree = Any
@@ -33,7 +30,7 @@ class Trainer:
       optimizer: ``hparams -> optax.GradientTransformation``; called inside the
         compiled program, so the hyperparameters are traced scalars.
       batch_size: examples per step, drawn per model (uniformly, with replacement).
-      chunk_steps: steps per compiled chunk (one ``lax.scan``); the callback, the
+      chunk_steps: steps per compiled chunk (one ``lax.fori_loop``); the callback, the
         validation and early stopping run after each chunk.
       strategy: ``"vmap"`` (a device's models at once), ``"map"`` (in groups of
         ``group_size``, one group after the other, inside the program) or ``"auto"`` (a
@@ -82,7 +79,13 @@ class Trainer:
     def init_state(self, grid: Grid, data: PyTree) -> _state.GridState:
         """Every model's fresh state, the model axis padded to a multiple of the mesh.
 
-        ``data`` is only looked at for its shapes (to check ``loss`` on a batch).
+        Args:
+          grid: the models (``product`` or ``rows``); a ``seed`` axis is optional (0).
+          data: the training data; only its shapes are used, to check that ``loss``
+            returns a scalar on a batch.
+
+        Returns:
+          A ``GridState`` at step 0 (also the structure a checkpoint restores into).
         """
         fn = "grid.Trainer.init_state"
         if not isinstance(grid, Grid):
@@ -93,7 +96,7 @@ class Trainer:
         elif hparams["seed"].dtype != np.int32:
             raise fail(fn, f"the seed axis must hold integers, got {hparams['seed'][:4]}.")
         _data.num_examples(fn, "data", data)
-        aux = self._check_loss(fn, hparams, data)
+        aux = _inputs.check_loss(self, fn, hparams, data)
         size = _state.padded_size(grid.size, self.mesh.size)
         valid = np.arange(size) < grid.size
         hp = _data.put(_data.pad_models(hparams, size), self.mesh, models=True)
@@ -104,28 +107,6 @@ class Trainer:
             self.init, self.optimizer, self.mesh, self.validation is not None
         )
         return program((hp, valid, aux))
-
-    def _check_loss(self, fn: str, hparams: dict, data: PyTree):
-        """Traces ``loss`` for one model on one batch; returns the aux shapes (or None)."""
-        hp = {k: jax.ShapeDtypeStruct((), v.dtype) for k, v in hparams.items()}
-        key = jax.eval_shape(lambda: jax.random.key(0))
-        params = jax.eval_shape(self.init, key, hp)
-        batch = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct((self.batch_size,) + np.shape(a)[1:], a.dtype), data
-        )
-        out = jax.eval_shape(self.loss, params, hp, batch, key)
-        has_aux = isinstance(out, (tuple, list)) and len(out) == 2
-        value = out[0] if has_aux else out
-        if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != ():
-            got = describe(value) if not hasattr(value, "shape") else f"shape {value.shape}"
-            raise fail(
-                fn,
-                f"loss must return a scalar or (scalar, aux), got {got}. Average over the "
-                "batch, e.g. optax.softmax_cross_entropy_with_integer_labels(...).mean().",
-            )
-        if not jnp.issubdtype(value.dtype, jnp.floating):
-            raise fail(fn, f"loss must return a floating-point scalar, got dtype {value.dtype}.")
-        return out[1] if has_aux else None
 
     # -- training ---------------------------------------------------------------------
 
@@ -160,7 +141,7 @@ class Trainer:
           The state after ``steps`` steps.
         """
         fn = "grid.Trainer.train"
-        args, has_aux = self._prepare(fn, state, data, subsets, validation_data, validation_subsets)
+        args = _inputs.prepare(self, fn, state, data, subsets, validation_data, validation_subsets)
         check_positive_int(fn, "steps", steps)
         if steps % self.chunk_steps:
             raise fail(
@@ -175,109 +156,44 @@ class Trainer:
             )
         if done == steps:
             return state
-        program = self._chunk(state, args, has_aux)
-        state = jax.tree_util.tree_map(jnp.copy, state)  # the program reuses its input
+        program = self._chunk(state, args)
+        chunk = self._steps_arg()
+        state = _engine.copy(state)  # the program consumes its input
         for c in range(done // self.chunk_steps, steps // self.chunk_steps):
-            state = program(state, *args)
+            state = program(state, chunk, *args)
             if callback is not None:
                 callback(state, c)
         return state
 
-    def _prepare(self, fn, state, data, subsets, validation_data, validation_subsets):
-        if not isinstance(state, _state.GridState):
-            raise fail(
-                fn, f"state must be a GridState (from init_state), got {describe(state)}.",
-                exc=TypeError,
-            )  # fmt: skip
-        self._check_state_fits(fn, state)
-        n = _data.num_examples(fn, "data", data)
-        hp_host = None
-        if subsets is not None:
-            subsets = _data.pack_subsets(fn, "subsets", subsets, n)
-            hp_host = _data.to_host(state.hparams)
-            used = _data.check_subset_hparam(fn, "subsets", subsets, hp_host)
-            smallest = int(
-                np.argmin(
-                    np.where(
-                        np.isin(np.arange(len(subsets.sizes)), used),
-                        subsets.sizes,
-                        np.iinfo(np.int32).max,
-                    )
-                )
-            )
-            if self.batch_size > subsets.sizes[smallest]:
-                raise fail(
-                    fn,
-                    f"batch_size {self.batch_size} is larger than subsets[{smallest}] "
-                    f"({subsets.sizes[smallest]} examples), which a model uses. Use a "
-                    "smaller batch_size or larger subsets.",
-                )
-        elif self.batch_size > n:
-            raise fail(
-                fn,
-                f"batch_size {self.batch_size} is larger than the {n} examples of data. "
-                "Use a smaller batch_size.",
-            )
-        if (self.validation is None) != (validation_data is None):
-            raise fail(
-                fn,
-                "validation_data must be given exactly when the trainer has a validation "
-                f"function, got validation={self.validation!r} and validation_data "
-                f"{'given' if validation_data is not None else 'None'}.",
-            )
-        if validation_subsets is not None:
-            if validation_data is None:
-                raise fail(fn, "validation_subsets needs validation_data, got None.")
-            m = _data.num_examples(fn, "validation_data", validation_data)
-            validation_subsets = _data.pack_subsets(fn, "validation_subsets", validation_subsets, m)
-            hp_host = _data.to_host(state.hparams) if hp_host is None else hp_host
-            _data.check_subset_hparam(fn, "validation_subsets", validation_subsets, hp_host)
-        elif validation_data is not None:
-            _data.num_examples(fn, "validation_data", validation_data)
-        has_aux = state.aux is not None
-        args = (
-            _data.put(data, self.mesh, models=False),
-            _data.as_device_subsets(subsets, self.mesh),
-            None
-            if validation_data is None
-            else _data.put(validation_data, self.mesh, models=False),
-            _data.as_device_subsets(validation_subsets, self.mesh),
-        )
-        return args, has_aux
-
-    def _check_state_fits(self, fn, state):
-        if state.num_models % self.mesh.size:
-            raise fail(
-                fn,
-                f"mesh of {self.mesh.size} devices cannot hold the {state.num_models} models "
-                "of state (the model axis must split evenly over the devices). Make the "
-                "state with this trainer's init_state, or use a mesh whose size divides "
-                f"{state.num_models}.",
-            )
+    def _steps_arg(self) -> jax.Array:
+        if "steps" not in self._cache:
+            self._cache["steps"] = _engine.steps_arg(self.chunk_steps, self.mesh)
+        return self._cache["steps"]
 
     def _signature(self, state, args) -> tuple:
         shapes = jax.tree_util.tree_map(lambda a: (a.shape, str(a.dtype)), (state, args))
         leaves, tree = jax.tree_util.tree_flatten(shapes)
         return (tree, tuple(leaves))
 
-    def _plan(self, state, args, has_aux) -> _engine.Plan:
+    def _plan(self, state, args) -> tuple[_engine.Plan, Callable | None]:
+        """The plan for this state and data, and its program if the probe made it."""
         if self.strategy != "auto":
-            return _engine.Plan(self.strategy, self.group_size or 1, {})
-        key = ("plan", self._signature(state, args))
+            return _engine.Plan(self.strategy, self.group_size or 1, {}), None
+        recorded = int(_data.first_value(state.plan))
+        if recorded >= 0:  # a resumed state keeps the plan it was trained with
+            return _engine.Plan.from_code(recorded), None
+        key = ("probe", self._signature(state, args))
         if key not in self._cache:
-            plan, program = _engine.probe(self, self.mesh, state, args, has_aux=has_aux)
-            self._cache[key] = plan
-            chunk_key = ("chunk", plan.strategy, plan.group_size, has_aux)
-            if program is not None and chunk_key not in self._cache:
-                self._cache[chunk_key] = program  # the probe compiled the real chunk
+            self._cache[key] = _engine.probe(self, self.mesh, state, args)
         return self._cache[key]
 
-    def _chunk(self, state, args, has_aux):
-        plan = self._plan(state, args, has_aux)
-        key = ("chunk", plan.strategy, plan.group_size, has_aux)
+    def _chunk(self, state, args):
+        plan, probed = self._plan(state, args)
+        has_aux = state.aux is not None
+        key = ("chunk", plan.code, has_aux)
         if key not in self._cache:
-            self._cache[key] = _engine.chunk_program(
-                self, self.mesh, plan, steps=self.chunk_steps, has_aux=has_aux, donate=True
+            self._cache[key] = probed or _engine.chunk_program(
+                self, self.mesh, plan, has_aux=has_aux
             )
         return self._cache[key]
 
@@ -291,10 +207,10 @@ class Trainer:
         validation_subsets: Any = None,
     ) -> _engine.Plan:
         """The strategy ``train`` uses for this state and data (measured once for "auto")."""
-        args, has_aux = self._prepare(
-            "grid.Trainer.plan", state, data, subsets, validation_data, validation_subsets
+        args = _inputs.prepare(
+            self, "grid.Trainer.plan", state, data, subsets, validation_data, validation_subsets
         )
-        return self._plan(state, args, has_aux)
+        return self._plan(state, args)[0]
 
     def lower(
         self,
@@ -306,10 +222,10 @@ class Trainer:
         validation_subsets: Any = None,
     ):
         """The lowered chunk program (``.compile().as_text()``: its HLO)."""
-        args, has_aux = self._prepare(
-            "grid.Trainer.lower", state, data, subsets, validation_data, validation_subsets
+        args = _inputs.prepare(
+            self, "grid.Trainer.lower", state, data, subsets, validation_data, validation_subsets
         )
-        return self._chunk(state, args, has_aux).lower(state, *args)
+        return self._chunk(state, args).lower(state, self._steps_arg(), *args)
 
     # -- evaluation -------------------------------------------------------------------
 
@@ -340,7 +256,7 @@ class Trainer:
         fn = "grid.Trainer.evaluate"
         if not isinstance(state, _state.GridState):
             raise fail(fn, f"state must be a GridState, got {describe(state)}.", exc=TypeError)
-        self._check_state_fits(fn, state)
+        _inputs.check_state(fn, state, self.mesh)
         if not isinstance(metrics, Mapping) or not metrics:
             raise fail(
                 fn,
@@ -359,61 +275,42 @@ class Trainer:
         if subsets is not None:
             subsets = _data.pack_subsets(fn, "subsets", subsets, n)
             _data.check_subset_hparam(fn, "subsets", subsets, _data.to_host(state.hparams))
-        plan = _engine.Plan(
-            self.strategy if self.strategy != "auto" else "vmap", self.group_size or 1, {}
+        plan = self._evaluate_plan(state)
+        program = _engine.evaluate_program(
+            tuple(metrics.items()), self.mesh, plan.code, best, batch_size
         )
-        if self.strategy == "auto":
-            plans = [v for k, v in self._cache.items() if k[0] == "plan"]
-            plan = plans[-1] if plans else plan
-        names = tuple(metrics.items())
-        key = ("evaluate", names, best, batch_size, plan.strategy, plan.group_size)
-        if key not in self._cache:
-            self._cache[key] = _engine.evaluate_program(
-                names, self.mesh, plan, best=best, batch_size=batch_size
-            )
-        out = self._cache[key](
+        out = program(
             state,
             _data.put(data, self.mesh, models=False),
             _data.as_device_subsets(subsets, self.mesh),
         )
         return state.to_host(out)
 
+    def _evaluate_plan(self, state) -> _engine.Plan:
+        """Evaluation runs the models as training did (vmap when not trained yet)."""
+        if self.strategy != "auto":
+            return _engine.Plan(self.strategy, self.group_size or 1, {})
+        return _engine.Plan.from_code(max(int(_data.first_value(state.plan)), 0))
+
+    # -- identity ---------------------------------------------------------------------
+
     # -- identity ---------------------------------------------------------------------
 
     def fingerprint(self, grid: Grid, data: PyTree = None, *, extra: Any = None) -> str:
-        """A hash of what decides the results: the grid, the settings, the functions'
-        names, the data's shapes and dtypes, and ``extra`` (e.g. command-line arguments).
+        """A hash of what decides the results, to refuse resuming another grid.
 
-        The functions' code and closed-over values are not seen: pass what varies
-        through ``extra``. The strategy and mesh are left out (they do not change what
-        is computed, only how).
+        Covers the grid (names, values, order), ``batch_size``, ``chunk_steps``,
+        ``patience``, the key rule, the functions' qualified names, the data's shapes
+        and dtypes, and ``repr(extra)``. The functions' code and closed-over values are
+        not seen: pass what varies (e.g. command-line arguments) as ``extra``. The
+        strategy and mesh are left out: a state records its plan (``GridState.plan``).
+
+        Args:
+          grid: the grid.
+          data: the training data (only shapes and dtypes are used), or None.
+          extra: anything with a stable ``repr``.
+
+        Returns:
+          16 hex digits.
         """
-
-        def fname(f):
-            return (
-                None
-                if f is None
-                else f"{getattr(f, '__module__', '')}.{getattr(f, '__qualname__', type(f).__name__)}"
-            )
-
-        spec = {
-            "grid": grid.fingerprint(),
-            "key_rule": [_keys.INIT_STREAM, _keys.STEP_STREAM],
-            "batch_size": self.batch_size,
-            "chunk_steps": self.chunk_steps,
-            "patience": self.patience,
-            "functions": [
-                fname(f) for f in (self.init, self.loss, self.optimizer, self.validation)
-            ],
-            "data": None
-            if data is None
-            else [
-                [
-                    list(np.shape(a)),
-                    str(np.asarray(a).dtype) if not hasattr(a, "dtype") else str(a.dtype),
-                ]
-                for a in jax.tree_util.tree_leaves(data)
-            ],
-            "extra": repr(extra),
-        }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return _inputs.fingerprint(self, grid, data, extra)
