@@ -26,6 +26,14 @@ from jaxreg._noise import gaussian_dropout as gaussian_dropout
 from jaxreg._noise import gaussian_noise as gaussian_noise
 from jaxreg._rate import needs_key as needs_key
 
+# Learned regularization: concrete dropout, L0 hard-concrete gates
+# isort: split
+from jaxreg._concrete import concrete_dropout as concrete_dropout
+from jaxreg._concrete import concrete_dropout_penalty as concrete_dropout_penalty
+from jaxreg._l0 import hard_concrete_gate as hard_concrete_gate
+from jaxreg._l0 import hard_concrete_gate_inference as hard_concrete_gate_inference
+from jaxreg._l0 import l0_penalty as l0_penalty
+
 # Penalties, constraints, proximal operators, filters
 # isort: split
 from jaxreg._constraints import max_norm as max_norm
@@ -79,4 +87,10 @@ __all__ = [
     "drop_connect_dense",
     "drop_connect_inference",
     "drop_connect_tree",
+    # Learned regularization
+    "concrete_dropout",
+    "concrete_dropout_penalty",
+    "hard_concrete_gate",
+    "hard_concrete_gate_inference",
+    "l0_penalty",
 ]

@@ -147,3 +147,8 @@ _before, _dense = specs.dense_fields(
      for f in dataclasses.fields(nn.Dense)]
 )  # fmt: skip
 DropConnectDense = _derive(specs.SPECS["DropConnectDense"], _Dense, _before, _dense)
+
+
+from jaxreg._linen_learned import ConcreteDropout, L0Dense  # noqa: E402, F401
+
+__all__ = sorted([*__all__, "ConcreteDropout", "L0Dense"])

@@ -215,3 +215,8 @@ _before, _linear = specs.dense_fields(
      for p in inspect.signature(nnx.Linear.__init__).parameters.values()]
 )  # fmt: skip
 DropConnectLinear = _derive(specs.SPECS["DropConnectDense"], _Linear, _before, _linear)
+
+
+from jaxreg._nnx_learned import ConcreteDropout, L0Linear, total_penalty  # noqa: E402, F401
+
+__all__ = sorted([*__all__, "ConcreteDropout", "L0Linear", "total_penalty"])

@@ -53,7 +53,10 @@ class Op:
         [0, 1] (every generic test). ``"stddev"``: a scale in [0, inf) that has no
         "rate 1 gives zeros" and no upper bound (gaussian_noise); the tests of those
         two rate-only promises skip it and tests/test_gaussian_noise.py checks the
-        stddev counterparts.
+        stddev counterparts. ``"gate"``: the rate maps to a gate parameter
+        (hard_concrete_gate's log_alpha, see ``hard_concrete_gate`` below); the op has no
+        rate argument to validate, so the rate-only promises skip it and
+        tests/test_l0.py checks its own arguments.
     """
 
     name: str
@@ -216,6 +219,36 @@ SCALARS = {
     "float64": np.float64,
 }
 
+
+# Learned regularization.
+def concrete_dropout(k, x, r):
+    return jaxreg.concrete_dropout(k, x, rate=r)
+
+
+def concrete_units(key, rate):
+    """The relaxed drop indicator exceeds 1/2 with probability rate, at any temperature."""
+    y = jaxreg.concrete_dropout(key, jnp.ones(M), rate=rate)
+    return y * (1.0 - rate) > 0.5
+
+
+# P(gate == 0) = sigmoid(beta * log(-gamma / zeta) - log_alpha) with the default beta
+# and limits: log_alpha = SHIFT - logit(rate) makes exact zeros happen with prob. rate.
+SHIFT = 2 / 3 * np.log(0.1 / 1.1)
+
+
+def hard_concrete_gate(k, x, r):
+    """``x`` times hard-concrete gates that are exactly 0 with probability ``r``.
+
+    Rate 0 is log_alpha = +inf (gates exactly 1), rate 1 is -inf (exactly 0). A Python
+    rate 0 returns ``x`` without drawing, as the rate ops do (glue, not the op).
+    """
+    if isinstance(r, float) and r == 0.0:
+        return x
+    log_alpha = jnp.broadcast_to(SHIFT + jnp.log1p(-r) - jnp.log(r), x.shape).astype(x.dtype)
+    gate = jaxreg.hard_concrete_gate(k, log_alpha)
+    return jnp.where(gate > 0, x * gate, 0)
+
+
 M = (1000, 1000)  # 1e6 independent units
 
 OPS: tuple[Op, ...] = (
@@ -303,5 +336,16 @@ OPS: tuple[Op, ...] = (
         (8, 16),
         "affine",
         short_circuits=False,
+    ),
+    # Learned regularization
+    Op("concrete_dropout", concrete_dropout, (8, 16), "affine", concrete_units),
+    Op(
+        "hard_concrete_gate",
+        hard_concrete_gate,
+        (8, 16),
+        "affine",
+        ones_units(hard_concrete_gate, M),
+        short_circuits=False,
+        hyper="gate",
     ),
 )

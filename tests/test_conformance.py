@@ -193,7 +193,8 @@ def test_dtype_preserved_with_python_and_traced_rate(op, dtype):
 def test_non_float_input_is_a_type_error(op, dtype):
     x = jnp.ones(op.shape, dtype)
     with pytest.raises(
-        TypeError, match=r"jaxreg\.\w+: (x|w|params leaf \S+) must be a floating-point array"
+        TypeError,
+        match=r"jaxreg\.\w+: (x|w|log_alpha|params leaf \S+) must be a floating-point array",
     ):
         op.call(jax.random.key(18), x, 0.5)
 

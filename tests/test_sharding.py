@@ -26,6 +26,8 @@ SCRIPT = textwrap.dedent(
         "drop_path": lambda k, x, r: jaxreg.drop_path(k, x, rate=r),
         "gaussian": lambda k, x, r: jaxreg.gaussian_dropout(k, x, rate=0.3),
         "fast": lambda k, x, r: jaxreg.dropout(k, x, rate=r, sampler="fast"),
+        "concrete": lambda k, x, r: jaxreg.concrete_dropout(k, x, rate=r),
+        "hard_concrete_gate": lambda k, x, r: x * jaxreg.hard_concrete_gate(k, x),
     }
     collectives = re.compile(r"all-gather|all-reduce|collective-permute|all-to-all|reduce-scatter")
     for name, op in ops.items():
@@ -58,6 +60,10 @@ SCRIPT = textwrap.dedent(
         "vmap_keys_fast_grad": lambda k, x, r: jax.grad(
             lambda x: jnp.sum(jaxreg.dropout(k, x, rate=r, sampler="fast") * x)
         )(x),
+        # Learned rates: d/d(rate) per model (an all-reduce only within a model's rows).
+        "vmap_keys_concrete_d_rate": lambda k, x, r: x * jax.grad(
+            lambda r: jnp.sum(jaxreg.concrete_dropout(k, x, rate=r) * x)
+        )(r),
     }
     for name, op in per_model.items():
         f = jax.jit(jax.vmap(op), out_shardings=models)
@@ -87,7 +93,7 @@ def test_sharded_dropout_equals_unsharded_without_collectives():
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    assert out.stdout.count("ok ") == 9, out.stdout
+    assert out.stdout.count("ok ") == 12, out.stdout
 
 
 # Which ops are collective-free under which sharding (the README's table), checked on
