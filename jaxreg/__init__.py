@@ -5,6 +5,9 @@ penalties and constraints, with thin Flax and Optax adapters (``jaxreg.linen``,
 ``jaxreg.nnx``, ``jaxreg.optax``) that the core never imports.
 """
 
+from jaxreg._attention import dot_product_attention as dot_product_attention
+from jaxreg._attention_ops import drop_head as drop_head
+from jaxreg._attention_ops import drop_key as drop_key
 from jaxreg._dropblock import dropblock as dropblock
 
 # DropConnect
@@ -79,4 +82,8 @@ __all__ = [
     "drop_connect_dense",
     "drop_connect_inference",
     "drop_connect_tree",
+    # Attention
+    "dot_product_attention",
+    "drop_head",
+    "drop_key",
 ]
