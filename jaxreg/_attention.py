@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxreg import _mask, _rate
-from jaxreg._attention_ops import drop_head, keep_row_max
+from jaxreg._attention_ops import drop_head, drop_logits
 from jaxreg._checks import check_bool, check_key, check_probability, fail
 from jaxreg._types import Array
 
@@ -101,7 +101,9 @@ def dot_product_attention(
       head_drop_rate: DropHead rate (``jaxreg.drop_head``): whole heads of each
         example's output dropped, kept ones scaled by 1/(1 - rate).
       key_drop_rate: DropKey rate (``jaxreg.drop_key``): logits dropped (-inf) after
-        ``bias`` and ``mask``, before the softmax; independent per element.
+        ``bias`` and ``mask``, before the softmax; independent per element. A row
+        whose allowed keys (``mask``, ``is_causal``; masking through ``bias`` is not
+        seen) are all dropped keeps its best allowed key.
       drop_weights: apply ``dropout_rate`` to the attention weights (flax's dropout).
       sampler: ``"exact"`` (flax's masks, bit for bit) or ``"fast"`` (8-bit
         thresholds, several times less hashing; rates rounded to k/256, kept units
@@ -162,7 +164,7 @@ def dot_product_attention(
     weights = _weights(
         query, key, bias, mask, bool(is_causal), precision, einsum_dot_general,
         qk_attn_weights_einsum, force_fp32_for_softmax,
-        drop_logits=(keys[2], rates[2], sampler) if active[2] else None,
+        drop_keys=(keys[2], rates[2], sampler) if active[2] else None,
     )  # fmt: skip
     if module is not None:
         _sow(module, weights)
@@ -241,7 +243,7 @@ def _weights(
     dot_general: Callable | None,
     einsum: Callable | None,
     force_fp32: bool,
-    drop_logits: tuple | None,
+    drop_keys: tuple | None,
 ) -> Array:
     """Softmax weights ``[batch..., heads, q, kv]``, as flax computes them."""
     dtype = query.dtype
@@ -256,20 +258,17 @@ def _weights(
         logits = einsum("...qhd,...khd->...hqk", query, key)
     if bias is not None:
         logits = logits + bias
-    if mask is not None or is_causal:
-        allowed = mask
-        if is_causal:
-            q_len, kv_len = logits.shape[-2:]
-            causal = jnp.tril(jnp.ones((q_len, kv_len), jnp.bool_))
-            causal = jnp.broadcast_to(causal, mask.shape if mask is not None else logits.shape)
-            allowed = causal if mask is None else jnp.logical_and(mask, causal)
+    allowed = mask
+    if is_causal:
+        q_len, kv_len = logits.shape[-2:]
+        causal = jnp.tril(jnp.ones((q_len, kv_len), jnp.bool_))
+        causal = jnp.broadcast_to(causal, mask.shape if mask is not None else logits.shape)
+        allowed = causal if mask is None else jnp.logical_and(mask, causal)
+    if allowed is not None:
         logits = jnp.where(allowed, logits, jnp.finfo(dtype).min)
-    if drop_logits is not None:
-        rng, rate, sampler = drop_logits
-        keep = _mask.draw_keep(rng, logits.shape, rate, sampler)
-        if _rate.static(rate) is None:
-            keep = keep & (_rate.keep_probability(rate, sampler) > 0.0)
-        logits = _rate.poison_invalid(keep_row_max(logits, keep), rate, source=logits)
+    if drop_keys is not None:  # DropKey, after the masks (they tell its fallback)
+        rng, rate, sampler = drop_keys
+        logits = drop_logits(rng, logits, rate, sampler, allowed)
     if force_fp32 and dtype != jnp.float32:
         return jax.nn.softmax(logits.astype(jnp.float32))
     return jax.nn.softmax(logits).astype(dtype)

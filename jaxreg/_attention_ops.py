@@ -81,7 +81,14 @@ def drop_head(
     return drop_units(fn, key, x, rate, broadcast_dims=shared, sampler=sampler)
 
 
-def drop_key(key: Any, logits: Array, *, rate: float | Array, sampler: str = "exact") -> Array:
+def drop_key(
+    key: Any,
+    logits: Array,
+    *,
+    rate: float | Array,
+    attention_mask: Array | None = None,
+    sampler: str = "exact",
+) -> Array:
     """DropKey: drops attention logits before the softmax (masks them to -inf).
 
     Each logit (each query-key pair) is kept with probability ``1 - rate`` and set to
@@ -89,16 +96,17 @@ def drop_key(key: Any, logits: Array, *, rate: float | Array, sampler: str = "ex
     rescaling is needed, unlike dropout on the attention weights after the softmax.
     Kept logits are returned unchanged.
 
-    A row whose every key is dropped (likely only for short rows, e.g. the first
-    queries under a causal mask, or at rates near 1) would otherwise be all -inf and
-    give NaN after the softmax. Such a row keeps its largest logit (the first one,
-    on ties), so it attends to its best-scoring key. Because masks applied before
-    (flax's ``finfo.min`` fill, a causal mask) leave masked logits below every valid
-    one, the kept key is a valid one whenever the row has any: nothing masked is
-    revealed. (Li et al.'s code adds a large negative constant, -1e12, to dropped
-    logits instead; in float32 a row dropped entirely then becomes uniform over every
-    key, masked ones included.) Rate 1 keeps exactly the maximum of each row (hard
-    attention), for Python and traced rates alike.
+    A row whose every allowed key is dropped (likely for short rows, e.g. the first
+    queries under a causal mask, or at rates near 1) would otherwise give NaN after
+    the softmax, or, if masked keys were filled with a finite value (flax's
+    ``finfo.min``), spread its attention over the masked keys. Such a row keeps its
+    largest allowed logit (the first one, on ties): it attends to its best-scoring
+    allowed key, and nothing masked is revealed. Pass the attention mask as
+    ``attention_mask`` for that; without one every key counts as allowed.
+    (Li et al.'s pseudo-code adds -1e12 to dropped logits instead; in float32 a row
+    dropped entirely then becomes uniform over every key, masked ones included.)
+    Rate 1 keeps exactly the largest allowed logit of each row (hard attention), for
+    Python and traced rates alike.
 
     Args:
       key: a PRNG key.
@@ -107,6 +115,9 @@ def drop_key(key: Any, logits: Array, *, rate: float | Array, sampler: str = "ex
       rate: probability of dropping a logit; a Python number in [0, 1] or a scalar
         array that may be traced (the paper decreases it with depth). Python 0
         returns ``logits``; a traced rate outside [0, 1] gives NaN.
+      attention_mask: True where a query may attend to a key (the ``mask`` of flax's
+        and ``jax.nn.dot_product_attention``), broadcastable to ``logits``; None:
+        every key is allowed. Only the fallback reads it: masking is the caller's.
       sampler: ``"exact"`` (default, ``jax.random.bernoulli``'s mask) or ``"fast"``
         (see ``jaxreg.dropout``).
 
@@ -117,8 +128,10 @@ def drop_key(key: Any, logits: Array, *, rate: float | Array, sampler: str = "ex
     Example:
       >>> import jax, jax.numpy as jnp, jaxreg
       >>> logits = jnp.zeros((2, 4, 3, 3))  # [batch, heads, q, k]
-      >>> w = jax.nn.softmax(jaxreg.drop_key(jax.random.key(0), logits, rate=0.3))
-      >>> bool(jnp.isfinite(w).all())
+      >>> causal = jnp.tril(jnp.ones((3, 3), bool))
+      >>> masked = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
+      >>> dropped = jaxreg.drop_key(jax.random.key(0), masked, rate=0.3, attention_mask=causal)
+      >>> bool(jnp.isfinite(jax.nn.softmax(dropped)).all())
       True
 
     References:
@@ -129,18 +142,34 @@ def drop_key(key: Any, logits: Array, *, rate: float | Array, sampler: str = "ex
     sampler = _mask.check_sampler(fn, sampler)
     if logits.ndim == 0:
         raise fail(fn, "logits must have a key axis (the last axis), got a scalar.")
+    if attention_mask is not None:
+        attention_mask = jnp.asarray(attention_mask)
+        if jnp.broadcast_shapes(attention_mask.shape, logits.shape) != logits.shape:
+            raise fail(
+                fn,
+                f"attention_mask of shape {attention_mask.shape} does not broadcast to logits "
+                f"of shape {logits.shape}.",
+            )
     if logits.size == 0 or _rate.static(rate) == 0.0:
         return logits
+    return drop_logits(key, logits, rate, sampler, attention_mask)
+
+
+def drop_logits(
+    key: Array | None, logits: Array, rate: Any, sampler: str, allowed: Array | None
+) -> Array:
+    """``drop_key`` without validation (``key`` may be None for a Python rate 1)."""
     keep = _mask.draw_keep(key, logits.shape, rate, sampler)
     if _rate.static(rate) is None:
         keep = keep & (_rate.keep_probability(rate, sampler) > 0.0)
-    return _rate.poison_invalid(keep_row_max(logits, keep), rate, source=logits)
-
-
-def keep_row_max(logits: Array, keep: Array) -> Array:
-    """``where(keep, logits, -inf)``; rows with nothing kept keep their (first) maximum."""
-    dropped_row = ~jnp.any(keep, axis=-1, keepdims=True)
-    best = jnp.argmax(logits, axis=-1, keepdims=True)
+    # Rows with no allowed key kept keep their first allowed maximum instead.
+    candidates = logits
+    if allowed is not None:
+        allowed = jnp.broadcast_to(allowed.astype(jnp.bool_), logits.shape)
+        candidates = jnp.where(allowed, logits, jnp.array(-jnp.inf, logits.dtype))
+    nothing_kept = ~jnp.any(keep if allowed is None else keep & allowed, axis=-1, keepdims=True)
+    best = jnp.argmax(candidates, axis=-1, keepdims=True)
     column = lax.broadcasted_iota(best.dtype, logits.shape, logits.ndim - 1)
-    keep = keep | (dropped_row & (column == best))
-    return jnp.where(keep, logits, jnp.array(-jnp.inf, logits.dtype))
+    keep = keep | (nothing_kept & (column == best))
+    out = jnp.where(keep, logits, jnp.array(-jnp.inf, logits.dtype))
+    return _rate.poison_invalid(out, rate, source=logits)

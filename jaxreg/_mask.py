@@ -282,7 +282,9 @@ def _drop_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[Array, Arra
         def tangent(key, x, rate, x_dot, rate_dot):
             return _jvp_with(spec, _draw(spec, key, rate), (x, rate), (x_dot, rate_dot))[1]
 
-        return _drop(spec, key, x, rate), jax.checkpoint(tangent)(key, x, rate, x_dot, rate_dot)
+        again = jax.random.clone(key)  # the same key, drawn from again in the backward pass
+        out = _drop(spec, key, x, rate)
+        return out, jax.checkpoint(tangent)(again, x, rate, x_dot, rate_dot)
     stored = _bits.keep_in_memory(_draw(spec, key, rate).astype(jnp.uint8))
     return _jvp_with(spec, stored.astype(jnp.bool_), (x, rate), (x_dot, rate_dot))
 

@@ -53,6 +53,8 @@ class Op:
         "rate 1 gives zeros" and no upper bound (gaussian_noise); the tests of those
         two rate-only promises skip it and tests/test_gaussian_noise.py checks the
         stddev counterparts.
+      rate_one_zeros: rate 1 gives zeros (with zero gradients). False for drop_key,
+        whose rate 1 keeps each row's maximum (tests/test_attention.py checks it).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Op:
     short_circuits: bool = True
     keep: Callable[[float], float] = inverted_keep
     hyper: str = "rate"
+    rate_one_zeros: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -104,6 +107,10 @@ def first_spatial(y):
 
 def last_axis_first(y):
     return y[:, :, 0]
+
+
+def first_and_third(y):
+    return y[:, 0, :, 0]
 
 
 # Dropout family.
@@ -205,6 +212,25 @@ def drop_connect_inference(k, x, r):
     )
 
 
+# Attention. drop_key's dropped logits (-inf) are shown as 0, so that the generic
+# "every output is 0 or x" tests apply; kept logits pass through drop_key unchanged.
+def drop_head(k, x, r):
+    return jaxreg.drop_head(k, x, rate=r, head_axis=1)
+
+
+def drop_head_shared(k, x, r):
+    return jaxreg.drop_head(k, x, rate=r, head_axis=-1, per_example=False)
+
+
+def drop_head_fast(k, x, r):
+    return jaxreg.drop_head(k, x, rate=r, head_axis=-2, sampler="fast")
+
+
+def drop_key(k, x, r):
+    y = jaxreg.drop_key(k, x, rate=r)
+    return jnp.where(jnp.isneginf(y), jnp.zeros((), y.dtype), y)
+
+
 M = (1000, 1000)  # 1e6 independent units
 
 OPS: tuple[Op, ...] = (
@@ -292,5 +318,37 @@ OPS: tuple[Op, ...] = (
         (8, 16),
         "affine",
         short_circuits=False,
+    ),
+    # Attention
+    Op(
+        "drop_head",
+        drop_head,
+        (4, 3, 5),
+        "mask",
+        ones_units(drop_head, (500_000, 2, 3), last_axis_first),
+    ),
+    Op(
+        "drop_head_shared",
+        drop_head_shared,
+        (4, 3),
+        "mask",
+        batch_units(drop_head_shared, 1_000_000),
+    ),
+    Op(
+        "drop_head_fast",
+        drop_head_fast,
+        (4, 3, 5, 2),
+        "mask",
+        ones_units(drop_head_fast, (1000, 2, 1000, 2), first_and_third),
+        keep=fast_keep,
+    ),
+    Op(
+        "drop_key",
+        drop_key,
+        (4, 2, 3, 8),
+        "classic",
+        ones_units(drop_key, M),
+        short_circuits=False,
+        rate_one_zeros=False,
     ),
 )
