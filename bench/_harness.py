@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import platform
 import statistics
 import time
@@ -94,19 +96,58 @@ def interleaved(
 
 
 def argument_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser with the flags every benchmark shares: ``--quick``.
+    """A parser with the flags every benchmark shares: ``--quick`` and ``--smoke``.
 
-    ``--quick`` is a smoke run (the smallest size, one round, short timing windows):
-    it checks that the benchmark runs and gives rough ratios in about a minute on a
-    2-core CPU. Its figures are noisier than a full run's; do not report them.
+    ``--quick`` is a short run (the smallest sizes on CPU, one round, short timing
+    windows): it checks that the benchmark runs and gives rough ratios in about a minute
+    on a 2-core CPU. Its figures are noisier than a full run's; do not report them.
+    ``--smoke`` is smaller still (tiny shapes, one timed call): it only checks that the
+    benchmark runs, for the test suite (``bench/run_all.py --smoke``); its figures mean
+    nothing. ``--smoke`` implies ``--quick``.
     """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: smallest size, one round, short timing windows (rough figures)",
+        help="short run: smallest sizes, one round, short timing windows (rough figures)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny shapes, one timed call: checks the benchmark runs (figures meaningless)",
     )
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser.parse_args()``, with ``--smoke`` implying ``--quick``."""
+    args = parser.parse_args()
+    args.quick = args.quick or args.smoke
+    return args
+
+
+def on_accelerator() -> bool:
+    """Whether JAX's default device is a GPU or TPU (figures then in absolute times)."""
+    return jax.devices()[0].platform != "cpu"
+
+
+RECORD_PREFIX = "BENCH_RECORD "
+RECORDS_ENV = "JAXREG_BENCH_RECORDS"  # set by run_all.py: print records
+
+
+def record(case: str, seconds: float | None = None, **ratios: float) -> None:
+    """Prints one machine-readable result for ``bench/run_all.py``.
+
+    ``case`` names the measurement (``"attention S=1024 float32 fwd+bwd jaxreg exact"``),
+    ``seconds`` is its absolute median time (None where only a ratio is meaningful),
+    ``ratios`` are named ratios (``vs_none=1.07``). run_all.py collects these lines into
+    ``bench/results/<device>.json`` and a markdown table: absolute times on an
+    accelerator, ratios on CPU. Printed only when run_all.py sets ``RECORDS_ENV``.
+    """
+    if not os.environ.get(RECORDS_ENV):
+        return
+    row = {"case": case, "seconds": seconds, "ratios": {k: float(v) for k, v in ratios.items()}}
+    print(RECORD_PREFIX + json.dumps(row), flush=True)
 
 
 def environment() -> str:

@@ -1,0 +1,140 @@
+"""Attention dropout speed: jaxreg.dot_product_attention against flax's, and no dropout.
+
+B=8, H=8, D=64, S in {256, 1024, 2048}; float32 and bfloat16; forward and forward +
+backward (``value_and_grad`` of ``vdot(out, c)`` w.r.t. q, k, v). Attention-weight
+dropout at rate 0.1 with one draw per weight (``broadcast_dropout=False``, the case
+whose mask is B*H*S*S). Rows, measured in alternating rounds in one process:
+
+- none: attention without dropout (flax.linen's and jaxreg's are the same computation);
+- none (jax.nn): ``jax.nn.dot_product_attention``, what flax.nnx runs without dropout.
+  The "x none" column divides by the faster of the two no-dropout rows (on XLA CPU the
+  explicit softmax feeding the einsum is slower than with a dropout select between
+  them, so dropout can look free or even negative against "none" alone);
+- flax: ``flax.linen.dot_product_attention`` with dropout;
+- jaxreg exact: the same output bit for bit (flax's mask, jaxreg's engine);
+- jaxreg fast: ``sampler="fast"`` (8-bit thresholds);
+- jaxreg exact, recompute: ``recompute_masks=True`` (backward hashes again).
+
+Targets: dropout adds <= 15% to forward + backward with the fast sampler; jaxreg's
+dropout overhead (time minus "none") is <= 1/3 of flax's on CPU.
+
+Run: python bench/attention.py [--quick | --smoke] [--sizes 256 1024] [--dtypes float32]
+(``--quick``: S=256 on CPU, every size on an accelerator; one round.)
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from _harness import argument_parser, environment, interleaved, on_accelerator, parse_args, record
+
+import jaxreg
+
+B, H, D, RATE = 8, 8, 64, 0.1
+
+
+def variants() -> dict:
+    """name -> attention(q, k, v, rng)."""
+
+    def ours(**kw):
+        return lambda q, k, v, r: jaxreg.dot_product_attention(
+            q, k, v, dropout_rng=r, dropout_rate=RATE, broadcast_dropout=False, **kw
+        )
+
+    return {
+        "none": lambda q, k, v, r: jaxreg.dot_product_attention(q, k, v),
+        "none (jax.nn)": lambda q, k, v, r: jax.nn.dot_product_attention(q, k, v),
+        "flax": lambda q, k, v, r: nn.dot_product_attention(
+            q, k, v, dropout_rng=r, dropout_rate=RATE, broadcast_dropout=False
+        ),
+        "jaxreg exact": ours(),
+        "jaxreg fast": ours(sampler="fast"),
+        "jaxreg exact, recompute": ours(recompute_masks=True),
+    }
+
+
+def fwd_bwd(fn):
+    def loss(q, k, v, r, c):
+        return jnp.vdot(fn(q, k, v, r).astype(jnp.float32), c)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))
+
+
+def run(batch: int, heads: int, seq: int, depth: int, dtype, rounds: int, min_time: float):
+    keys = jax.random.split(jax.random.key(0), 4)
+    q, k, v = (jax.random.normal(kk, (batch, seq, heads, depth), dtype) for kk in keys[:3])
+    c = jax.random.normal(keys[3], (batch, seq, heads, depth))
+    rng = jax.random.key(1)
+    out = {}
+    for mode in ("fwd", "fwd+bwd"):
+        rows = {}
+        for name, fn in variants().items():
+            if mode == "fwd" and "recompute" in name:
+                continue  # the forward pass is the same as "jaxreg exact"
+            rows[name] = (fn, (q, k, v, rng)) if mode == "fwd" else (fwd_bwd(fn), (q, k, v, rng, c))
+        out[mode] = interleaved(rows, rounds=rounds, min_time=min_time)
+    return out
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256, 1024, 2048])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parse_args(parser)
+    batch, heads, depth, min_time = B, H, D, 0.4
+    if args.quick:
+        args.rounds, min_time = 1, 0.1
+        if not on_accelerator():
+            args.sizes = [256]
+    if args.smoke:
+        batch, heads, depth, args.sizes, args.dtypes, min_time = 2, 2, 16, [64], ["float32"], 0.0
+    accel = on_accelerator()
+    print(environment())
+    print(
+        f"attention B={batch} H={heads} D={depth}, dropout rate {RATE} per weight; medians of "
+        f"{args.rounds} interleaved rounds" + ("; times in ms" if accel else "") + "\n"
+    )
+    print(
+        "| S | dtype | pass | variant | "
+        + ("ms | " if accel else "")
+        + "x none | x flax | overhead / flax's |"
+    )
+    print("|---" * (8 if accel else 7) + "|")
+    verdicts = []
+    for seq in args.sizes:
+        for dtype_name in args.dtypes:
+            res = run(batch, heads, seq, depth, jnp.dtype(dtype_name), args.rounds, min_time)
+            for mode, timings in res.items():
+                none = min(timings["none"].median, timings["none (jax.nn)"].median)
+                flax = timings["flax"].median
+                for name, t in timings.items():
+                    extra = (t.median - none) / (flax - none) if flax > none else float("nan")
+                    ms = f"{t.median * 1e3:.2f} | " if accel else ""
+                    print(
+                        f"| {seq} | {dtype_name} | {mode} | {name} | {ms}{t.median / none:.2f}x "
+                        f"| {t.median / flax:.2f}x | {extra:.2f} |"
+                    )
+                    record(
+                        f"attention S={seq} {dtype_name} {mode} {name}",
+                        t.median,
+                        vs_none=t.median / none,
+                        vs_flax=t.median / flax,
+                    )
+                if mode == "fwd+bwd":
+                    fast = timings["jaxreg fast"].median / none - 1
+                    exact = timings["jaxreg exact"].median
+                    share = (exact - none) / (flax - none) if flax > none else float("nan")
+                    verdicts.append(
+                        f"S={seq} {dtype_name}: fast sampler adds {fast:+.1%} to fwd+bwd "
+                        f"(target <= 15%: {'met' if fast <= 0.15 else 'missed'}); exact "
+                        f"overhead is {share:.2f} of flax's (target <= 1/3: "
+                        f"{'met' if share <= 1 / 3 else 'missed'})"
+                    )
+    print()
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
