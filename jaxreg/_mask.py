@@ -285,8 +285,10 @@ def _drop_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[Array, Arra
         again = jax.random.clone(key)  # the same key, drawn from again in the backward pass
         out = _drop(spec, key, x, rate)
         return out, jax.checkpoint(tangent)(again, x, rate, x_dot, rate_dot)
-    stored = _bits.keep_in_memory(_draw(spec, key, rate).astype(jnp.uint8))
-    return _jvp_with(spec, stored.astype(jnp.bool_), (x, rate), (x_dot, rate_dot))
+    mask = _draw(spec, key, rate)
+    if spec.sampler != "fast":  # the fast sampler's bytes are stored already (_bits)
+        mask = _bits.keep_in_memory(mask.astype(jnp.uint8)).astype(jnp.bool_)
+    return _jvp_with(spec, mask, (x, rate), (x_dot, rate_dot))
 
 
 def apply_mask(
