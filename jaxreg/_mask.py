@@ -210,7 +210,8 @@ def scale_by_multiplier(x: Array, mask: Array, rate: Rate, dtype: Any, sampler: 
     else:
         mask = mask & (keep > 0.0)
         divisor = nonzero_or_one(keep).astype(dtype)
-    multiplier = jnp.ones((), dtype) / divisor
+    # An array, as flax's: XLA may then keep excess precision in the division the same way.
+    multiplier = mask.astype(dtype) / divisor
     kept = jnp.where(mask, x * multiplier, jnp.zeros((), x.dtype))
     return poison_invalid(kept, rate, source=x)
 

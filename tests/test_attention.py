@@ -52,11 +52,15 @@ def test_function_is_flax_bit_for_bit_under_jit(dtype):
                 theirs = ref(q, k, v, dropout_rng=jax.random.key(seed), **kw)
                 ours = jaxreg.dot_product_attention(q, k, v, dropout_rng=jax.random.key(seed), **kw)
                 out[name, bd] = (theirs, ours)
+        kw = dict(dropout_rate=0.1, force_fp32_for_softmax=True)  # a linen-only keyword
+        theirs = nn.dot_product_attention(q, k, v, dropout_rng=jax.random.key(seed), **kw)
+        ours = jaxreg.dot_product_attention(q, k, v, dropout_rng=jax.random.key(seed), **kw)
+        out["linen fp32 softmax", True] = (theirs, ours)
         return out
 
     out = both(q, k, v, 42)
     for (name, bd), (theirs, ours) in out.items():
-        assert ours.dtype == dtype
+        assert ours.dtype == theirs.dtype
         np.testing.assert_array_equal(ours, theirs, err_msg=f"{name} broadcast={bd}")
     assert not np.array_equal(out["linen", True][1], out["linen", False][1])
 
