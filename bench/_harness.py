@@ -95,6 +95,49 @@ def interleaved(
     return out
 
 
+def paired(
+    rows: dict[str, tuple[Callable[..., Any], tuple]], rounds: int, min_time: float = 0.2
+) -> dict[str, dict[str, Any]]:
+    """Per-round medians of wall and process CPU time, the rows alternating in each round.
+
+    Every row is compiled and run once first; each round then times every row in turn,
+    ``reps`` calls each (enough for about ``min_time`` seconds, from the first call), so
+    a slow phase of a shared machine hits every row of that round and ratios can be
+    taken round by round (``paired_ratio``). CPU time (all threads of this process)
+    counts the work done and is far less disturbed by other processes than wall time
+    on a loaded CPU; on an accelerator use wall time.
+
+    Returns:
+      name -> {"wall": [s per round], "cpu": [s per round], "compile": s}.
+    """
+    compiled, out = {}, {}
+    for name, (fn, args) in rows.items():
+        t0 = time.perf_counter()
+        compiled[name] = jax.jit(fn).lower(*args).compile()
+        out[name] = {"wall": [], "cpu": [], "compile": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled[name](*args))
+        out[name]["reps"] = max(1, min(50, int(min_time / max(time.perf_counter() - t0, 1e-6))))
+    for _ in range(rounds):
+        for name, (_, args) in rows.items():
+            wall, cpu = [], []
+            for _ in range(out[name]["reps"]):
+                w0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(compiled[name](*args))
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+            out[name]["wall"].append(statistics.median(wall))
+            out[name]["cpu"].append(statistics.median(cpu))
+    return out
+
+
+def paired_ratio(times: dict, num: str, den: str | list[str], clock: str) -> float:
+    """Median over rounds of ``num``'s time over ``den``'s (the fastest of a list)."""
+    dens = [den] if isinstance(den, str) else den
+    ratios = [t / min(times[d][clock][i] for d in dens) for i, t in enumerate(times[num][clock])]
+    return statistics.median(ratios)
+
+
 def argument_parser(doc: str) -> argparse.ArgumentParser:
     """A parser with the flags every benchmark shares: ``--quick`` and ``--smoke``.
 

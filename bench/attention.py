@@ -24,10 +24,20 @@ Run: python bench/attention.py [--quick | --smoke] [--sizes 256 1024] [--dtypes 
 
 from __future__ import annotations
 
+import statistics
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from _harness import argument_parser, environment, interleaved, on_accelerator, parse_args, record
+from _harness import (
+    argument_parser,
+    environment,
+    on_accelerator,
+    paired,
+    paired_ratio,
+    parse_args,
+    record,
+)
 
 import jaxreg
 
@@ -75,7 +85,7 @@ def run(batch, heads, seq, depth, dtype, rounds: int, min_time: float, names=Non
             if mode == "fwd" and "recompute" in name:
                 continue  # the forward pass is the same as "jaxreg exact"
             rows[name] = (fn, (q, k, v, rng)) if mode == "fwd" else (fwd_bwd(fn), (q, k, v, rng, c))
-        out[mode] = interleaved(rows, rounds=rounds, min_time=min_time)
+        out[mode] = paired(rows, rounds, min_time)
     return out
 
 
@@ -85,7 +95,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=3)
     args = parse_args(parser)
-    batch, heads, depth, min_time = B, H, D, 0.4
+    batch, heads, depth, min_time = B, H, D, 0.3
     if args.quick:
         args.rounds, min_time = 1, 0.1
         if not on_accelerator():
@@ -93,11 +103,14 @@ def main() -> None:
     if args.smoke:
         batch, heads, depth, args.sizes, args.dtypes, min_time = 2, 2, 16, [64], ["float32"], 0.0
     accel = on_accelerator()
+    clock = "wall" if accel else "cpu"
     names = ["none", "none (jax.nn)", "flax", "jaxreg exact"] if args.smoke else None
     print(environment())
     print(
-        f"attention B={batch} H={heads} D={depth}, dropout rate {RATE} per weight; medians of "
-        f"{args.rounds} interleaved rounds" + ("; times in ms" if accel else "") + "\n"
+        f"attention B={batch} H={heads} D={depth}, dropout rate {RATE} per weight; ratios of "
+        f"{'wall' if accel else 'process CPU'} times, median over {args.rounds} paired rounds"
+        + ("; times in ms" if accel else "")
+        + '; "x none": over the faster no-dropout row\n'
     )
     print(
         "| S | dtype | pass | variant | "
@@ -106,30 +119,32 @@ def main() -> None:
     )
     print("|---" * (8 if accel else 7) + "|")
     verdicts = []
+    nones = ["none", "none (jax.nn)"]
     for seq in args.sizes:
         for dtype_name in args.dtypes:
             dtype = jnp.dtype(dtype_name)
             res = run(batch, heads, seq, depth, dtype, args.rounds, min_time, names)
-            for mode, timings in res.items():
-                none = min(timings["none"].median, timings["none (jax.nn)"].median)
-                flax = timings["flax"].median
-                for name, t in timings.items():
-                    extra = (t.median - none) / (flax - none) if flax > none else float("nan")
-                    ms = f"{t.median * 1e3:.2f} | " if accel else ""
+            for mode, times in res.items():
+                over_none = {n: paired_ratio(times, n, nones, clock) for n in times}
+                over_flax = {n: paired_ratio(times, n, "flax", clock) for n in times}
+                flax_extra = over_none["flax"] - 1
+                for name, t in times.items():
+                    share = (over_none[name] - 1) / flax_extra if flax_extra > 0 else float("nan")
+                    median = statistics.median(t["wall"])
+                    ms = f"{median * 1e3:.2f} | " if accel else ""
                     print(
-                        f"| {seq} | {dtype_name} | {mode} | {name} | {ms}{t.median / none:.2f}x "
-                        f"| {t.median / flax:.2f}x | {extra:.2f} |"
+                        f"| {seq} | {dtype_name} | {mode} | {name} | {ms}{over_none[name]:.2f}x "
+                        f"| {over_flax[name]:.2f}x | {share:.2f} |"
                     )
                     record(
                         f"attention S={seq} {dtype_name} {mode} {name}",
-                        t.median,
-                        vs_none=t.median / none,
-                        vs_flax=t.median / flax,
+                        median,
+                        vs_none=over_none[name],
+                        vs_flax=over_flax[name],
                     )
                 if mode == "fwd+bwd" and not args.smoke:
-                    fast = timings["jaxreg fast"].median / none - 1
-                    exact = timings["jaxreg exact"].median
-                    share = (exact - none) / (flax - none) if flax > none else float("nan")
+                    fast = over_none["jaxreg fast"] - 1
+                    share = (over_none["jaxreg exact"] - 1) / flax_extra
                     verdicts.append(
                         f"S={seq} {dtype_name}: fast sampler adds {fast:+.1%} to fwd+bwd "
                         f"(target <= 15%: {'met' if fast <= 0.15 else 'missed'}); exact "
