@@ -109,10 +109,6 @@ def last_axis_first(y):
     return y[:, :, 0]
 
 
-def first_and_third(y):
-    return y[:, 0, :, 0]
-
-
 # Dropout family.
 def dropout(k, x, r):
     return jaxreg.dropout(k, x, rate=r)
@@ -222,10 +218,6 @@ def drop_head_shared(k, x, r):
     return jaxreg.drop_head(k, x, rate=r, head_axis=-1, per_example=False)
 
 
-def drop_head_fast(k, x, r):
-    return jaxreg.drop_head(k, x, rate=r, head_axis=-2, sampler="fast")
-
-
 def drop_key(k, x, r):
     y = jaxreg.drop_key(k, x, rate=r)
     return jnp.where(jnp.isneginf(y), jnp.zeros((), y.dtype), y)
@@ -333,14 +325,6 @@ OPS: tuple[Op, ...] = (
         (4, 3),
         "mask",
         batch_units(drop_head_shared, 1_000_000),
-    ),
-    Op(
-        "drop_head_fast",
-        drop_head_fast,
-        (4, 3, 5, 2),
-        "mask",
-        ones_units(drop_head_fast, (1000, 2, 1000, 2), first_and_third),
-        keep=fast_keep,
     ),
     Op(
         "drop_key",
