@@ -68,23 +68,38 @@ def test_function_is_flax_bit_for_bit_under_jit(dtype):
 def test_without_dropout_linen_and_nnx_paths_are_flax_bit_for_bit():
     q, k, v = _qkv(jnp.float32, batch=(2,))
     mask = nn.make_causal_mask(jnp.ones((2, 16)))
-    np.testing.assert_array_equal(
-        jaxreg.dot_product_attention(q, k, v, mask=mask),
-        nn.dot_product_attention(q, k, v, mask=mask),
-    )
-    # is_causal given: flax.nnx's path (jax.nn.dot_product_attention), and GQA.
-    for kw in ({"is_causal": True}, {"is_causal": False, "mask": mask}):
-        np.testing.assert_array_equal(
-            jaxreg.dot_product_attention(q, k, v, **kw), nnx.dot_product_attention(q, k, v, **kw)
+
+    @jax.jit
+    def pairs(q, k, v):
+        out = [
+            (
+                jaxreg.dot_product_attention(q, k, v, mask=mask),
+                nn.dot_product_attention(q, k, v, mask=mask),
+            )
+        ]
+        # is_causal given: flax.nnx's path (jax.nn.dot_product_attention), and GQA.
+        for kw in ({"is_causal": True}, {"is_causal": False, "mask": mask}):
+            out.append(
+                (
+                    jaxreg.dot_product_attention(q, k, v, **kw),
+                    nnx.dot_product_attention(q, k, v, **kw),
+                )
+            )
+        kw = dict(dropout_rate=0.2, is_causal=True)
+        k2, v2 = k[..., :2, :], v[..., :2, :]
+        out.append(
+            (
+                jaxreg.dot_product_attention(q, k2, v2, dropout_rng=rng(), **kw),
+                nnx.dot_product_attention(q, k2, v2, dropout_rng=rng(), **kw),
+            )
         )
-    kw = dict(dropout_rate=0.2, is_causal=True)
-    np.testing.assert_array_equal(
-        jaxreg.dot_product_attention(q, k[..., :2, :], v[..., :2, :], dropout_rng=rng(), **kw),
-        nnx.dot_product_attention(q, k[..., :2, :], v[..., :2, :], dropout_rng=rng(), **kw),
-    )
+        return out
+
+    for ours, theirs in pairs(q, k, v):
+        np.testing.assert_array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16], ids=["bf16"])  # f32: the function test
 def test_linen_multi_head_attention_is_flax_bit_for_bit(dtype):
     x = jax.random.normal(jax.random.key(1), (2, 16, 32))
     kw = dict(num_heads=4, dropout_rate=0.1, dtype=dtype, broadcast_dropout=False)
@@ -196,7 +211,7 @@ def test_recomputed_and_stored_masks_give_the_same_values_and_gradients():
         rate = jnp.float32(0.3) if rate == "traced" else rate
         return [jax.value_and_grad(loss, (0, 1, 2))(q, k, v, r, rate) for r in (False, True)]
 
-    for rate in (0.3, "traced"):
+    for rate in ("traced",):  # a Python rate takes the same custom_jvp path
         (value, grad), (value_r, grad_r) = grads(q, k, v, rate)
         np.testing.assert_array_equal(value, value_r)  # the same mask
         for g, g_r in zip(grad, grad_r, strict=True):  # up to XLA's fusion choices
@@ -314,8 +329,8 @@ def test_drop_key_weights_statistics():
     """Inside attention (no weight dropout): a weight is zero iff its logit was dropped,
     with probability r (5 sigma, n = 1e6 weights); a wrong rate is rejected."""
     rate = 0.2
-    q, k = (jax.random.normal(kk, (64, 128, 8, 4)) for kk in jax.random.split(rng(), 2))
-    v = jnp.eye(128)[None, :, None, :].repeat(64, 0).repeat(8, 2)  # out[..., j] = weight j
+    q, k = (jax.random.normal(kk, (8, 128, 8, 4)) for kk in jax.random.split(rng(), 2))
+    v = jnp.eye(128)[None, :, None, :].repeat(8, 0).repeat(8, 2)  # out[..., j] = weight j
     out = jax.jit(
         lambda q: jaxreg.dot_product_attention(
             q, k, v, dropout_rng=rng(), dropout_rate=0.5, key_drop_rate=rate, drop_weights=False
@@ -325,8 +340,8 @@ def test_drop_key_weights_statistics():
     assert out.size >= 1_000_000
     assert_binomial(zeros, out.size, rate)
     np.testing.assert_allclose(np.asarray(out).sum(-1), 1.0, rtol=1e-5)  # rows renormalised
-    with pytest.raises(AssertionError, match="z ="):  # negative control: 0.202 is rejected
-        assert_binomial(zeros, out.size, 0.202)
+    with pytest.raises(AssertionError, match="z ="):  # negative control: 0.205 (12 sigma)
+        assert_binomial(zeros, out.size, 0.205)
 
 
 # --- a small transformer trains with DropHead and DropKey ----------------------------
@@ -338,19 +353,18 @@ class _Block(nn.Module):
         attention = functools.partial(
             jaxreg.dot_product_attention, head_drop_rate=0.2, key_drop_rate=0.1, drop_weights=False
         )
-        x = nn.Embed(16, 32)(tokens) + self.param("pos", nn.initializers.normal(0.1), (8, 32))
+        x = nn.Embed(16, 16)(tokens) + self.param("pos", nn.initializers.normal(0.1), (8, 16))
         x = x + nn.MultiHeadDotProductAttention(
             num_heads=4, dropout_rate=0.1, attention_fn=attention, deterministic=not train
         )(nn.LayerNorm()(x))
-        x = x + nn.Dense(32)(nn.gelu(nn.Dense(64)(nn.LayerNorm()(x))))
+        x = x + nn.Dense(16)(nn.gelu(nn.Dense(32)(nn.LayerNorm()(x))))
         return nn.Dense(16)(nn.LayerNorm()(x))
 
 
 def test_small_transformer_trains_with_drop_head_and_drop_key():
     """Task: output the sequence's first token at every position (needs attention)."""
-    model, opt = _Block(), optax.adam(3e-3)
-    tokens = jax.random.randint(jax.random.key(0), (64, 8), 0, 16)
-    params = model.init(jax.random.key(1), tokens, train=False)
+    model, opt = _Block(), optax.adam(1e-2)
+    tokens = jax.random.randint(jax.random.key(0), (32, 8), 0, 16)
     targets = jnp.broadcast_to(tokens[:, :1], tokens.shape)
 
     def loss(params, rng, train):
@@ -358,23 +372,23 @@ def test_small_transformer_trains_with_drop_head_and_drop_key():
         return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
     @jax.jit
-    def train(params):
+    def train():
+        params = model.init(jax.random.key(1), tokens, train=False)
+
         def step(carry, rng):
             params, state = carry
             value, grads = jax.value_and_grad(loss)(params, rng, True)
             updates, state = opt.update(grads, state)
             return (optax.apply_updates(params, updates), state), value
 
-        rngs = jax.random.split(jax.random.key(2), 150)
-        (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), rngs)
-        return params, losses
+        rngs = jax.random.split(jax.random.key(2), 60)
+        (trained, _), losses = jax.lax.scan(step, (params, opt.init(params)), rngs)
+        return loss(params, rng(3), False), loss(trained, rng(4), False), losses
 
-    before = loss(params, rng(), False)
-    params, losses = train(params)
-    after = loss(params, rng(), False)
+    before, after, losses = train()
     assert np.isfinite(losses).all()
-    assert after < 0.25 * before, (before, after)
-    assert losses[-10:].mean() < 0.5 * losses[:10].mean()
+    assert after < 0.1 * before, (before, after)  # about 3.3 -> 0.04
+    assert losses[-10:].mean() < 0.25 * losses[:10].mean()
 
 
 # --- docs/transformers.md ------------------------------------------------------------
