@@ -59,6 +59,8 @@ def variants() -> dict:
         "jaxreg exact, stored": ours(),
         "jaxreg exact, recompute": ours(recompute_masks=True),
         "jaxreg fast, stored": ours(sampler="fast"),
+        "jaxreg exact, low memory": ours(low_memory=True),
+        "jaxreg exact, low memory, recompute": ours(low_memory=True, recompute_masks=True),
     }
 
 
@@ -173,6 +175,8 @@ def measure(fn, args, repeats, clock):
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="+", help="attention variants to measure")
+    parser.add_argument("--remats", nargs="+", choices=("none", "jax.checkpoint", "tied"))
     args = parse_args(parser)
     accel = on_accelerator()
     batch, seq, width, heads, depth = (8, 1024, 512, 8, 4) if accel else (4, 512, 256, 4, 4)
@@ -181,7 +185,8 @@ def main() -> None:
         seq = seq if accel else 256
     if args.smoke:
         batch, seq, width, heads, depth, args.repeats = 2, 32, 32, 2, 1, 1
-    names, remats = list(variants()), ("none", "jax.checkpoint", "tied")
+    names = args.only or list(variants())
+    remats = tuple(args.remats or ("none", "jax.checkpoint", "tied"))
     if args.smoke:
         names, remats = ["no dropout", "jaxreg exact, stored"], ("tied",)
     params = init(jax.random.key(0), width, depth)
@@ -219,11 +224,12 @@ def main() -> None:
             )
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
-    if args.smoke:
+    if args.smoke or args.only or args.remats:
         return
     effective = "jax.checkpoint" if accel else "tied"
     base = min(results["no dropout", effective][0], results["no dropout (jax.nn)", effective][0])
-    for name in ("jaxreg exact, stored", "jaxreg exact, recompute", "flax dropout"):
+    for name in ("jaxreg exact, stored", "jaxreg exact, recompute", "jaxreg exact, low memory",
+                 "jaxreg exact, low memory, recompute", "flax dropout"):  # fmt: skip
         extra = results[name, effective][0] / base - 1
         verdict = "met" if extra <= 0.05 else "missed"
         print(

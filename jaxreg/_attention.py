@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxreg import _mask, _rate
+from jaxreg import _attention_vjp, _mask, _rate
 from jaxreg._attention_ops import drop_head, drop_logits
 from jaxreg._checks import check_bool, check_key, check_probability, fail
 from jaxreg._types import Array
@@ -44,6 +44,7 @@ def dot_product_attention(
     drop_weights: bool = True,
     sampler: str = "exact",
     recompute_masks: bool = False,
+    low_memory: bool = True,
 ) -> Array:
     """Dot-product attention, a drop-in ``attention_fn`` for flax's attention layers.
 
@@ -60,9 +61,9 @@ def dot_product_attention(
     - ``dropout_rate`` may be a traced array (a schedule, ``jax.vmap`` over rates);
       flax's ``if dropout_rate > 0`` cannot take one. Rate 1 gives zero weights
       (flax's divides 0 by 0).
-    - Under autodiff the mask is stored once, one byte per element (flax keeps a
-      float multiplier the size of the weights); ``recompute_masks=True`` stores
-      nothing and hashes again in the backward pass.
+    - Under autodiff the mask is stored once, one byte per weight, and the dropped
+      weights are recomputed from it in the backward pass (flax keeps float arrays the
+      size of the weights); ``recompute_masks=True`` stores nothing and hashes again.
     - Without dropout the computation is flax.linen's (explicit softmax); when
       ``is_causal`` is given (``nnx.MultiHeadAttention`` always passes it) it is
       ``flax.nnx``'s, which calls ``jax.nn.dot_product_attention`` when
@@ -109,7 +110,13 @@ def dot_product_attention(
         thresholds, several times less hashing; rates rounded to k/256, kept units
         scaled by the realised keep probability; see ``jaxreg.dropout``).
       recompute_masks: hash the weight mask again in the backward pass instead of
-        storing it (see ``docs/transformers.md`` for the memory and time trade-off).
+        storing it (one byte per weight).
+      low_memory: True (default): the backward pass recomputes the dropped weights from
+        the softmax output and the mask instead of keeping them (one float per
+        weight): dropout then adds at most one byte per weight to the memory of
+        ``value_and_grad``, none with ``recompute_masks``. It is a ``custom_vjp``:
+        forward-mode autodiff (``jax.jvp``, ``jax.hessian``) needs ``False``, which
+        keeps what autodiff keeps. See ``docs/transformers.md`` for the figures.
 
     Returns:
       ``[batch..., q_length, num_heads, v_depth]``.
@@ -138,6 +145,7 @@ def dot_product_attention(
     deterministic = check_bool(FN, "deterministic", deterministic)
     drop_weights = check_bool(FN, "drop_weights", drop_weights)
     recompute_masks = check_bool(FN, "recompute_masks", recompute_masks)
+    low_memory = check_bool(FN, "low_memory", low_memory)
     sampler = _mask.check_sampler(FN, sampler)
     rates = [
         check_probability(FN, "dropout_rate", dropout_rate),
@@ -168,6 +176,8 @@ def dot_product_attention(
     )  # fmt: skip
     if module is not None:
         _sow(module, weights)
+    einsum = attn_weights_value_einsum or _einsum(precision, einsum_dot_general)
+    combine = functools.partial(_combine, einsum)
     if active[0]:
         rate = rates[0]
         # flax's shapes: shared over batch and heads, or one draw per weight.
@@ -175,13 +185,18 @@ def dot_product_attention(
         shape = shape if broadcast_dropout else weights.shape
         if _rate.static(rate) == 1.0:
             weights = jnp.zeros_like(weights)
+        elif low_memory:
+            spec = _attention_vjp.Spec(
+                shape, sampler, jnp.dtype(dtype), recompute_masks, _rate.static(rate), combine
+            )
+            out = _attention_vjp.dropout_combine(spec, keys[0], weights, value, rate)
+            return _drop_heads(keys[1], out, rates[1], sampler) if active[1] else out
         else:
             weights = _mask.draw_and_apply(
                 keys[0], weights, rate, shape, inverted=True, sampler=sampler,
                 recompute=recompute_masks, multiplier_dtype=dtype,
             )  # fmt: skip
-    einsum = attn_weights_value_einsum or _einsum(precision, einsum_dot_general)
-    out = _combine(einsum, weights, value)
+    out = combine(weights, value)
     return _drop_heads(keys[1], out, rates[1], sampler) if active[1] else out
 
 

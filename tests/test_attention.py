@@ -196,28 +196,32 @@ def test_errors_are_clear():
 # --- masks in the backward pass ------------------------------------------------------
 
 
-def test_recomputed_and_stored_masks_give_the_same_values_and_gradients():
+def test_backward_variants_give_the_same_values_and_gradients():
+    """low_memory (custom_vjp, the default) or autodiff's residuals, the mask stored or
+    hashed again: one mask, the same values, the same gradients (rate included)."""
     q, k, v = _qkv(jnp.float32, batch=(2,))
+    flags = [(True, False), (True, True), (False, False), (False, True)]
+    variants = [dict(low_memory=lm, recompute_masks=rc) for lm, rc in flags]
 
-    def loss(q, k, v, recompute, rate):
+    def loss(q, k, v, rate, kw):
         out = jaxreg.dot_product_attention(
-            q, k, v, dropout_rng=rng(), dropout_rate=rate, broadcast_dropout=False,
-            recompute_masks=recompute,
-        )  # fmt: skip
+            q, k, v, dropout_rng=rng(), dropout_rate=rate, broadcast_dropout=False, **kw
+        )
         return jnp.sum(out**2)
 
-    @functools.partial(jax.jit, static_argnums=3)
-    def grads(q, k, v, rate):  # a Python rate (static) or a traced one
-        rate = jnp.float32(0.3) if rate == "traced" else rate
-        return [jax.value_and_grad(loss, (0, 1, 2))(q, k, v, r, rate) for r in (False, True)]
+    @jax.jit
+    def grads(q, k, v, rate):
+        return [jax.value_and_grad(loss, (0, 1, 2, 3))(q, k, v, rate, kw) for kw in variants]
 
-    for rate in ("traced",):  # a Python rate takes the same custom_jvp path
-        (value, grad), (value_r, grad_r) = grads(q, k, v, rate)
+    (value, grad), *others = grads(q, k, v, jnp.float32(0.3))
+    for value_r, grad_r in others:
         np.testing.assert_array_equal(value, value_r)  # the same mask
         for g, g_r in zip(grad, grad_r, strict=True):  # up to XLA's fusion choices
-            np.testing.assert_allclose(g, g_r, rtol=1e-5, atol=1e-6)
-    # Forward mode works too (custom_jvp, not custom_vjp).
-    tangent = jax.jvp(lambda q: loss(q, k, v, True, 0.3), (q,), (jnp.ones_like(q),))[1]
+            np.testing.assert_allclose(g, g_r, rtol=1e-5, atol=1e-5)
+    assert float(grad[3]) != 0.0  # the rate's gradient (through 1 / (1 - rate))
+    # Forward mode needs low_memory=False (custom_jvp, not custom_vjp).
+    kw = dict(low_memory=False, recompute_masks=True)
+    tangent = jax.jvp(lambda q: loss(q, k, v, 0.3, kw), (q,), (jnp.ones_like(q),))[1]
     assert np.isfinite(tangent)
 
 
