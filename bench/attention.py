@@ -11,9 +11,12 @@ whose mask is B*H*S*S). Rows, measured in alternating rounds in one process:
   explicit softmax feeding the einsum is slower than with a dropout select between
   them, so dropout can look free or even negative against "none" alone);
 - flax: ``flax.linen.dot_product_attention`` with dropout;
-- jaxreg exact: the same output bit for bit (flax's mask, jaxreg's engine);
+- jaxreg exact: the same output bit for bit (flax's mask, jaxreg's engine), with the
+  default backward pass (``low_memory=True``: dropped weights recomputed from the
+  stored 1-byte mask);
 - jaxreg fast: ``sampler="fast"`` (8-bit thresholds);
-- jaxreg exact, recompute: ``recompute_masks=True`` (backward hashes again).
+- jaxreg exact, recompute_masks: the backward pass hashes the mask again;
+- jaxreg exact, low_memory=False: autodiff's residuals (dropped weights kept).
 
 Targets: dropout adds <= 15% to forward + backward with the fast sampler; jaxreg's
 dropout overhead (time minus "none") is <= 1/3 of flax's on CPU.
@@ -60,7 +63,8 @@ def variants() -> dict:
         ),
         "jaxreg exact": ours(),
         "jaxreg fast": ours(sampler="fast"),
-        "jaxreg exact, recompute": ours(recompute_masks=True),
+        "jaxreg exact, recompute_masks": ours(recompute_masks=True),
+        "jaxreg exact, low_memory=False": ours(low_memory=False),
     }
 
 
@@ -82,7 +86,7 @@ def run(batch, heads, seq, depth, dtype, rounds: int, min_time: float, names=Non
         for name, fn in variants().items():
             if names is not None and name not in names:
                 continue
-            if mode == "fwd" and "recompute" in name:
+            if mode == "fwd" and ("recompute" in name or "low_memory" in name):
                 continue  # the forward pass is the same as "jaxreg exact"
             rows[name] = (fn, (q, k, v, rng)) if mode == "fwd" else (fwd_bwd(fn), (q, k, v, rng, c))
         out[mode] = paired(rows, rounds, min_time)
