@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import platform
 import statistics
 import time
@@ -93,20 +95,102 @@ def interleaved(
     return out
 
 
-def argument_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser with the flags every benchmark shares: ``--quick``.
+def paired(
+    rows: dict[str, tuple[Callable[..., Any], tuple]], rounds: int, min_time: float = 0.2
+) -> dict[str, dict[str, Any]]:
+    """Per-round medians of wall and process CPU time, the rows alternating in each round.
 
-    ``--quick`` is a smoke run (the smallest size, one round, short timing windows):
-    it checks that the benchmark runs and gives rough ratios in about a minute on a
-    2-core CPU. Its figures are noisier than a full run's; do not report them.
+    Every row is compiled and run once first; each round then times every row in turn,
+    ``reps`` calls each (enough for about ``min_time`` seconds, from the first call), so
+    a slow phase of a shared machine hits every row of that round and ratios can be
+    taken round by round (``paired_ratio``). CPU time (all threads of this process)
+    counts the work done and is far less disturbed by other processes than wall time
+    on a loaded CPU; on an accelerator use wall time.
+
+    Returns:
+      name -> {"wall": [s per round], "cpu": [s per round], "compile": s}.
+    """
+    compiled, out = {}, {}
+    for name, (fn, args) in rows.items():
+        t0 = time.perf_counter()
+        compiled[name] = jax.jit(fn).lower(*args).compile()
+        out[name] = {"wall": [], "cpu": [], "compile": time.perf_counter() - t0}
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled[name](*args))
+        out[name]["reps"] = max(1, min(50, int(min_time / max(time.perf_counter() - t0, 1e-6))))
+    for _ in range(rounds):
+        for name, (_, args) in rows.items():
+            wall, cpu = [], []
+            for _ in range(out[name]["reps"]):
+                w0, c0 = time.perf_counter(), time.process_time()
+                jax.block_until_ready(compiled[name](*args))
+                wall.append(time.perf_counter() - w0)
+                cpu.append(time.process_time() - c0)
+            out[name]["wall"].append(statistics.median(wall))
+            out[name]["cpu"].append(statistics.median(cpu))
+    return out
+
+
+def paired_ratio(times: dict, num: str, den: str | list[str], clock: str) -> float:
+    """Median over rounds of ``num``'s time over ``den``'s (the fastest of a list)."""
+    dens = [den] if isinstance(den, str) else den
+    ratios = [t / min(times[d][clock][i] for d in dens) for i, t in enumerate(times[num][clock])]
+    return statistics.median(ratios)
+
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the flags every benchmark shares: ``--quick`` and ``--smoke``.
+
+    ``--quick`` is a short run (the smallest sizes on CPU, one round, short timing
+    windows): it checks that the benchmark runs and gives rough ratios in about a minute
+    on a 2-core CPU. Its figures are noisier than a full run's; do not report them.
+    ``--smoke`` is smaller still (tiny shapes, one timed call): it only checks that the
+    benchmark runs, for the test suite (``bench/run_all.py --smoke``); its figures mean
+    nothing. ``--smoke`` implies ``--quick``.
     """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: smallest size, one round, short timing windows (rough figures)",
+        help="short run: smallest sizes, one round, short timing windows (rough figures)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny shapes, one timed call: checks the benchmark runs (figures meaningless)",
     )
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser.parse_args()``, with ``--smoke`` implying ``--quick``."""
+    args = parser.parse_args()
+    args.quick = args.quick or args.smoke
+    return args
+
+
+def on_accelerator() -> bool:
+    """Whether JAX's default device is a GPU or TPU (figures then in absolute times)."""
+    return jax.devices()[0].platform != "cpu"
+
+
+RECORD_PREFIX = "BENCH_RECORD "
+RECORDS_ENV = "JAXREG_BENCH_RECORDS"  # set by run_all.py: print records
+
+
+def record(case: str, seconds: float | None = None, **ratios: float) -> None:
+    """Prints one machine-readable result for ``bench/run_all.py``.
+
+    ``case`` names the measurement (``"attention S=1024 float32 fwd+bwd jaxreg exact"``),
+    ``seconds`` is its absolute median time (None where only a ratio is meaningful),
+    ``ratios`` are named ratios (``vs_none=1.07``). run_all.py collects these lines into
+    ``bench/results/<device>.json`` and a markdown table: absolute times on an
+    accelerator, ratios on CPU. Printed only when run_all.py sets ``RECORDS_ENV``.
+    """
+    if not os.environ.get(RECORDS_ENV):
+        return
+    row = {"case": case, "seconds": seconds, "ratios": {k: float(v) for k, v in ratios.items()}}
+    print(RECORD_PREFIX + json.dumps(row), flush=True)
 
 
 def environment() -> str:

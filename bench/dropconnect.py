@@ -18,7 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _harness import argument_parser
+from _harness import argument_parser, parse_args, record
 
 import jaxreg
 
@@ -80,12 +80,13 @@ def measure(f, args, repeats, warmup=2):
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=20)
-    args_ = parser.parse_args()
+    args_ = parse_args(parser)
     if args_.quick:
         args_.repeats = 3
-    x = jax.random.normal(jax.random.key(1), (B, IN))
-    kernel = jax.random.normal(jax.random.key(2), (IN, OUT)) / 32
-    bias = jnp.zeros((OUT,))
+    b, n_in, n_out = (8, 64, 64) if args_.smoke else (B, IN, OUT)
+    x = jax.random.normal(jax.random.key(1), (b, n_in))
+    kernel = jax.random.normal(jax.random.key(2), (n_in, n_out)) / 32
+    bias = jnp.zeros((n_out,))
     key = jax.random.key(0)
     args = (key, x, kernel, bias)
     rows = []
@@ -99,7 +100,8 @@ def main() -> None:
             rows.append((name, mode, r))
     print(
         f"jax {jax.__version__}, {platform.machine()} CPU, {jax.device_count()} device(s), "
-        f"{__import__('os').cpu_count()} cores; Dense {IN}->{OUT}, batch {B}, rate {RATE}, float32"
+        f"{__import__('os').cpu_count()} cores; Dense {n_in}->{n_out}, batch {b}, rate {RATE}, "
+        "float32"
     )
     print()
     print(
@@ -114,6 +116,12 @@ def main() -> None:
             f"| {name} | {mode} | {r['median']:.1f} ({r['p10']:.1f}-{r['p90']:.1f}) "
             f"| {r['median'] / base:.2f}x | {r['median'] / own:.2f}x | {r['temp']:.1f} "
             f"| {r['peak']:.1f} | {r['compile']:.2f} |"
+        )
+        record(
+            f"dropconnect {name} {mode}",
+            r["median"] / 1e3,
+            vs_dense=r["median"] / base,
+            temp_mib=r["temp"],
         )
 
 

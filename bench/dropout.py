@@ -13,12 +13,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from _harness import argument_parser, environment, interleaved
+from _harness import argument_parser, environment, interleaved, parse_args, record
 
 import jaxreg
 
 RATE = 0.5
-SIZES = {"1M": 2**20, "16M": 2**24, "64M": 2**26}
+SIZES = {"64K": 2**16, "1M": 2**20, "16M": 2**24, "64M": 2**26}  # 64K: --smoke
 
 
 def methods(rate: float) -> dict:
@@ -49,13 +49,15 @@ def run(size: int, dtype, rounds: int, min_time: float = 0.4) -> dict:
 
 def main() -> None:
     parser = argument_parser(__doc__)
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", default=["1M", "16M", "64M"])
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = parse_args(parser)
     min_time = 0.4
     if args.quick:
         args.sizes, args.dtypes, args.rounds, min_time = ["1M"], ["float32"], 1, 0.1
+    if args.smoke:
+        args.sizes, min_time = ["64K"], 0.0
 
     print(environment())
     print(f"rate {RATE}; ratios to the floor y = x * 2 of the same size and dtype; medians of")
@@ -77,6 +79,14 @@ def main() -> None:
                 cells.append(f"{fwd:.2f}x")
                 cells.append("" if vg is None else f"{vg.median / floor:.2f}x")
             print(f"| {name} | " + " | ".join(cells) + " |")
+            for s in args.sizes:
+                for suffix, mode in (("", "fwd"), (" (v&g)", "v&g")):
+                    t = results[s].get(name + suffix)
+                    if t is not None:
+                        floor = results[s]["floor x * 2"].median
+                        flax = results[s]["flax.linen.Dropout" + suffix].median
+                        case = f"dropout {s} {dtype_name} {mode} {name}"
+                        record(case, t.median, vs_floor=t.median / floor, vs_flax=t.median / flax)
         floors = ", ".join(
             f"{s}: {results[s]['floor x * 2'].median * 1e3:.2f} ms" for s in args.sizes
         )

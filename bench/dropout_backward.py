@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from _harness import argument_parser, environment, interleaved
+from _harness import argument_parser, environment, interleaved, parse_args, record
 
 import jaxreg
 from jaxreg import _mask
@@ -69,12 +69,14 @@ VARIANTS = {
 
 
 def main() -> None:
-    args = argument_parser(__doc__).parse_args()
+    args = parse_args(argument_parser(__doc__))
     sizes = (2**20,) if args.quick else (2**20, 2**24)
     rounds, min_time = (1, 0.1) if args.quick else (3, 0.4)
+    if args.smoke:
+        sizes, min_time = (2**16,), 0.0
     print(environment())
     print("value_and_grad of vdot(dropout(x), c), rate 0.5, float32; ratio to x * 2\n")
-    print("| variant | " + " | ".join(f"{s >> 20}M" for s in sizes) + " |")
+    print("| variant | " + " | ".join(f"{s / 2**20:g}M" for s in sizes) + " |")
     print("|---" * (1 + len(sizes)) + "|")
     results = {}
     for size in sizes:
@@ -89,6 +91,9 @@ def main() -> None:
     for name in VARIANTS:
         cells = [f"{results[s][name].median / results[s]['floor'].median:.2f}x" for s in results]
         print(f"| {name} | " + " | ".join(cells) + " |")
+        for s in results:
+            t, floor = results[s][name].median, results[s]["floor"].median
+            record(f"dropout backward {s / 2**20:g}M {name}", t, vs_floor=t / floor)
 
 
 if __name__ == "__main__":

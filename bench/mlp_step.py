@@ -21,7 +21,7 @@ import time
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from _harness import argument_parser, environment
+from _harness import argument_parser, environment, parse_args, record
 
 import jaxreg
 
@@ -111,10 +111,13 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    args = parser.parse_args()
+    args = parse_args(parser)
     shapes = ["small"] if args.quick else args.shapes
     if args.quick:
         args.dtypes, args.rounds = ["float32"], 3
+    if args.smoke:
+        args.rounds = 1
+        REPS["small"] = 2
     print(environment())
     print(
         f"one SGD step, dropout rate {RATE} after each hidden layer. Ratios of step times, "
@@ -136,6 +139,12 @@ def main() -> None:
             key = jax.random.key(3)
             rows = {name: (make_step(d), (params, key, x, y)) for name, d in VARIANTS.items()}
             t = paired_rounds(rows, args.rounds, reps=REPS[shape])
+            for name in rows:
+                ratio = statistics.median(
+                    a / b for a, b in zip(t[name]["cpu"], t[none]["cpu"], strict=True)
+                )
+                wall = statistics.median(t[name]["wall"])
+                record(f"mlp step {shape} {dtype_name} {name}", wall, vs_no_dropout_cpu=ratio)
             print(
                 f"| {shape} {'-'.join(map(str, widths))} b{batch} | {dtype_name} "
                 f"| {statistics.median(t[none]['wall']) * 1e3:.2f} "

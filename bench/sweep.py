@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _harness import environment
+from _harness import environment, record
 
 import jaxreg
 
@@ -236,6 +236,8 @@ def print_row(row, ways):
             f"vmap+scan / flax end-to-end {vmap_e2e(row) / e2e:.1f}x"
         )
     print(" | ".join(parts), flush=True)
+    for w in ways:  # seconds per model-step
+        record(f"sweep {row['size']} K={row['K']} {w}", 1 / row[w], vs_loop=row[w] / base)
 
 
 def vmap_e2e(row):
@@ -250,19 +252,24 @@ STEPS = {}
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="K=1,32; 1 round; fewer steps")
+    p.add_argument("--smoke", action="store_true", help="K=2, small MLP, 2 steps (a run check)")
     p.add_argument("--ks", default="1,8,32,96")
     p.add_argument("--sizes", default="small,large")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--flax-ks", default="32", help="K values that also run the flax way")
     p.add_argument("--groups", default="", help="group sizes G for map+scan, e.g. 1,8")
     args = p.parse_args()
+    args.quick = args.quick or args.smoke
     ks = [1, 32] if args.quick else [int(k) for k in args.ks.split(",")]
     rounds = 1 if args.quick else args.rounds
+    if args.smoke:
+        ks, args.sizes, args.flax_ks = [2], "small", ""
     flax_ks = {int(k) for k in args.flax_ks.split(",") if k}
     groups = [int(g) for g in args.groups.split(",") if g]
     print(environment())
     for name in args.sizes.split(","):
         STEPS[name] = (20 if args.quick else 50) if name == "small" else (4 if args.quick else 10)
+        STEPS[name] = 2 if args.smoke else STEPS[name]
         print(
             f"\n{name}: MLP {'-'.join(map(str, SIZES[name][0]))}, batch {SIZES[name][1]}, "
             f"{STEPS[name]} steps per model per measurement, {rounds} rounds (median)"

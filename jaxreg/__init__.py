@@ -5,7 +5,9 @@ penalties and constraints, with thin Flax and Optax adapters (``jaxreg.linen``,
 ``jaxreg.nnx``, ``jaxreg.optax``) that the core never imports.
 """
 
-from jaxreg._dropblock import drop_block as drop_block
+from jaxreg._attention import dot_product_attention as dot_product_attention
+from jaxreg._attention_ops import drop_head as drop_head
+from jaxreg._attention_ops import drop_key as drop_key
 
 # DropConnect
 from jaxreg._dropconnect import drop_connect as drop_connect
@@ -87,10 +89,8 @@ __all__ = [
     "drop_connect_dense",
     "drop_connect_inference",
     "drop_connect_tree",
-    # Learned regularization
-    "concrete_dropout",
-    "concrete_dropout_penalty",
-    "hard_concrete_gate",
-    "hard_concrete_gate_inference",
-    "l0_penalty",
+    # Attention
+    "dot_product_attention",
+    "drop_head",
+    "drop_key",
 ]

@@ -145,6 +145,28 @@ def keep_in_memory(words: Array) -> Array:
     return lax.fori_loop(0, trips, lambda i, w: w ^ i.astype(w.dtype), words)
 
 
+def after(words: Array, anchor: Array) -> Array:
+    """Returns ``words`` (an integer array) unchanged, computed only once ``anchor`` is.
+
+    ``words`` goes through a ``while`` loop (see ``keep_in_memory``) that also reads one
+    element of ``anchor`` and xors the words with ``index & anchor_bits``: 0 in the only
+    iteration, which XLA cannot tell. Whatever is computed from the result therefore
+    waits for ``anchor`` and is never merged (CSE) with the same computation on
+    ``words`` itself. A backward pass passes its stored mask through ``after(mask,
+    cotangent)`` to recompute what it derives from the mask instead of keeping the
+    forward pass's copy alive. XLA CPU drops the optimization barriers that
+    ``jax.checkpoint`` relies on; this does not need them.
+    """
+    probe = lax.bitcast_convert_type(anchor.ravel()[0].astype(jnp.float32), jnp.uint32)
+    trips = lax.optimization_barrier(jnp.ones((), jnp.int32))
+
+    def body(i, carry):
+        w, p = carry
+        return w ^ (i.astype(jnp.uint32) & p).astype(w.dtype), p
+
+    return lax.fori_loop(0, trips, body, (words, probe))[0]
+
+
 @functools.partial(jax.jit, static_argnums=1, inline=True)
 def _threefry_bytes(key: Array, shape: Shape) -> Array:
     rows, length = shape[:-1], shape[-1]

@@ -38,7 +38,7 @@ from jaxreg._checks import (
     fail,
     normalize_axes,
 )
-from jaxreg._numerics import nan_unless
+from jaxreg._numerics import nonzero_or_one
 from jaxreg._rate import check_key_for as check_key_for
 from jaxreg._rate import keep_probability as keep_probability
 from jaxreg._rate import needs_key as needs_key
@@ -194,10 +194,48 @@ class _Spec(NamedTuple):
     inverted: bool
     sampler: str
     static_rate: float | None
+    recompute: bool = False
+    multiplier_dtype: Any = None
+
+
+def scale_by_multiplier(x: Array, mask: Array, rate: Rate, dtype: Any, sampler: str) -> Array:
+    """``where(mask, x * (1 / keep), 0)`` with ``1 / keep`` computed in ``dtype``; no validation.
+
+    This is the arithmetic of flax's attention dropout, ``x * (keep.astype(dtype) /
+    jnp.asarray(keep_prob, dtype))``, bit for bit wherever ``x`` is finite and
+    non-negative (attention weights); dropped units are selected away, so they are 0
+    even where ``x`` is inf or NaN, and rate 1 gives zeros (flax's divides 0 by 0).
+    """
+    keep = keep_probability(rate, sampler)
+    if isinstance(keep, float):
+        if keep == 0.0:
+            return jnp.zeros(x.shape, x.dtype)
+        divisor = jnp.asarray(keep, dtype)
+    else:
+        mask = mask & (keep > 0.0)
+        divisor = nonzero_or_one(keep).astype(dtype)
+    # An array, as flax's: XLA may then keep excess precision in the division the same way.
+    multiplier = mask.astype(dtype) / divisor
+    kept = jnp.where(mask, x * multiplier, jnp.zeros((), x.dtype))
+    return poison_invalid(kept, rate, source=x)
+
+
+def _apply(spec: _Spec, mask: Array, x: Array, rate: Rate) -> Array:
+    if spec.multiplier_dtype is not None:
+        return scale_by_multiplier(x, mask, rate, spec.multiplier_dtype, spec.sampler)
+    return scale_kept(x, mask, rate, inverted=spec.inverted, sampler=spec.sampler)
 
 
 def draw_and_apply(
-    key: Array, x: Array, rate: Rate, shape: Shape, *, inverted: bool, sampler: str
+    key: Array,
+    x: Array,
+    rate: Rate,
+    shape: Shape,
+    *,
+    inverted: bool,
+    sampler: str,
+    recompute: bool = False,
+    multiplier_dtype: Any = None,
 ) -> Array:
     """Draws a keep-mask of ``shape`` (broadcast to ``x``) and applies it; no validation.
 
@@ -206,33 +244,56 @@ def draw_and_apply(
     element), and the tangent and its transpose read it instead of hashing again:
     value_and_grad is about twice as fast at 1M elements on CPU (``bench/``). A
     ``custom_vjp`` would do the same but forbid forward-mode autodiff.
+
+    With ``recompute=True`` nothing is stored: the tangent is computed under
+    ``jax.checkpoint`` from the key, so the backward pass hashes again (the residual
+    is the key). With a ``multiplier_dtype`` kept units are multiplied by ``1 / keep``
+    computed in that dtype (``scale_by_multiplier``, flax's attention dropout) instead
+    of divided by ``keep``.
     """
     static = _rate.static(rate)
     traced = jnp.zeros((), jnp.float32) if static is not None else rate
-    return _drop(_Spec(tuple(shape), inverted, sampler, static), key, x, traced)
+    dtype = None if multiplier_dtype is None else jnp.dtype(multiplier_dtype)
+    spec = _Spec(tuple(shape), inverted, sampler, static, recompute, dtype)
+    return _drop(spec, key, x, traced)
+
+
+def _rate_of(spec: _Spec, rate: Array) -> Rate:
+    return rate if spec.static_rate is None else spec.static_rate
+
+
+def _draw(spec: _Spec, key: Array, rate: Array) -> Array:
+    return draw_keep(key, spec.shape, _rate_of(spec, rate), spec.sampler)
+
+
+def _jvp_with(spec: _Spec, mask: Array, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
+    def apply(x, rate):
+        return _apply(spec, mask, x, _rate_of(spec, rate))
+
+    return jax.jvp(apply, primals, tangents)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _drop(spec: _Spec, key: Array, x: Array, rate: Array) -> Array:
-    r = rate if spec.static_rate is None else spec.static_rate
-    mask = draw_keep(key, spec.shape, r, spec.sampler)
-    return scale_kept(x, mask, r, inverted=spec.inverted, sampler=spec.sampler)
+    return _apply(spec, _draw(spec, key, rate), x, _rate_of(spec, rate))
 
 
 @_drop.defjvp
 def _drop_jvp(spec: _Spec, primals: tuple, tangents: tuple) -> tuple[Array, Array]:
     key, x, rate = primals
     _, x_dot, rate_dot = tangents
-    r = rate if spec.static_rate is None else spec.static_rate
-    mask = draw_keep(key, spec.shape, r, spec.sampler)
-    stored = _bits.keep_in_memory(mask.astype(jnp.uint8))
-    mask = stored.astype(jnp.bool_)
+    if spec.recompute:
 
-    def apply(x, rate):
-        r = rate if spec.static_rate is None else spec.static_rate
-        return scale_kept(x, mask, r, inverted=spec.inverted, sampler=spec.sampler)
+        def tangent(key, x, rate, x_dot, rate_dot):
+            return _jvp_with(spec, _draw(spec, key, rate), (x, rate), (x_dot, rate_dot))[1]
 
-    return jax.jvp(apply, (x, rate), (x_dot, rate_dot))
+        again = jax.random.clone(key)  # the same key, drawn from again in the backward pass
+        out = _drop(spec, key, x, rate)
+        return out, jax.checkpoint(tangent)(again, x, rate, x_dot, rate_dot)
+    mask = _draw(spec, key, rate)
+    if spec.sampler != "fast":  # the fast sampler's bytes are stored already (_bits)
+        mask = _bits.keep_in_memory(mask.astype(jnp.uint8)).astype(jnp.bool_)
+    return _jvp_with(spec, mask, (x, rate), (x_dot, rate_dot))
 
 
 def apply_mask(

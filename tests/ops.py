@@ -57,6 +57,8 @@ class Op:
         (hard_concrete_gate's log_alpha, see ``hard_concrete_gate`` below); the op has no
         rate argument to validate, so the rate-only promises skip it and
         tests/test_l0.py checks its own arguments.
+      rate_one_zeros: rate 1 gives zeros (with zero gradients). False for drop_key,
+        whose rate 1 keeps each row's maximum (tests/test_attention.py checks it).
     """
 
     name: str
@@ -67,6 +69,7 @@ class Op:
     short_circuits: bool = True
     keep: Callable[[float], float] = inverted_keep
     hyper: str = "rate"
+    rate_one_zeros: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -249,6 +252,21 @@ def hard_concrete_gate(k, x, r):
     return jnp.where(gate > 0, x * gate, 0)
 
 
+# Attention. drop_key's dropped logits (-inf) are shown as 0, so that the generic
+# "every output is 0 or x" tests apply; kept logits pass through drop_key unchanged.
+def drop_head(k, x, r):
+    return jaxreg.drop_head(k, x, rate=r, head_axis=1)
+
+
+def drop_head_shared(k, x, r):
+    return jaxreg.drop_head(k, x, rate=r, head_axis=-1, per_example=False)
+
+
+def drop_key(k, x, r):
+    y = jaxreg.drop_key(k, x, rate=r)
+    return jnp.where(jnp.isneginf(y), jnp.zeros((), y.dtype), y)
+
+
 M = (1000, 1000)  # 1e6 independent units
 
 OPS: tuple[Op, ...] = (
@@ -347,5 +365,29 @@ OPS: tuple[Op, ...] = (
         ones_units(hard_concrete_gate, M),
         short_circuits=False,
         hyper="gate",
+    ),
+    # Attention
+    Op(
+        "drop_head",
+        drop_head,
+        (4, 3, 5),
+        "mask",
+        ones_units(drop_head, (500_000, 2, 3), last_axis_first),
+    ),
+    Op(
+        "drop_head_shared",
+        drop_head_shared,
+        (4, 3),
+        "mask",
+        batch_units(drop_head_shared, 1_000_000),
+    ),
+    Op(
+        "drop_key",
+        drop_key,
+        (4, 2, 3, 8),
+        "classic",
+        ones_units(drop_key, M),
+        short_circuits=False,
+        rate_one_zeros=False,
     ),
 )
