@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 # The public modules, in the order the table shows them. Add new ones here.
-MODULES = ("jaxreg", "jaxreg.optax", "jaxreg.linen", "jaxreg.nnx", "jaxreg.grid")
+MODULES = (
+    "jaxreg",
+    "jaxreg.optax",
+    "jaxreg.linen",
+    "jaxreg.nnx",
+    "jaxreg.grid",
+)
 
 OUTPUT = Path(__file__).resolve().parent / "api_table.md"
 
@@ -43,8 +49,14 @@ def _default(value: Any) -> str:
     initializers, dtypes) their qualified name only, which does not move with the
     private module they are defined in.
     """
-    if inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.isclass(value):
-        name = getattr(value, "__qualname__", getattr(value, "__name__", repr(value)))
+    if (
+        inspect.isfunction(value)
+        or inspect.isbuiltin(value)
+        or inspect.isclass(value)
+    ):
+        name = getattr(
+            value, "__qualname__", getattr(value, "__name__", repr(value))
+        )
         module = getattr(value, "__module__", "") or ""
         return f"jaxreg.{name}" if module.startswith("jaxreg") else name
     return _ADDRESS.sub("", repr(value))
@@ -63,7 +75,9 @@ def _signature(obj: Any) -> inspect.Signature:
         inspect.Parameter.VAR_KEYWORD,
     ]:
         init = inspect.signature(obj.__init__)
-        sig = init.replace(parameters=list(init.parameters.values())[1:])  # without self
+        sig = init.replace(
+            parameters=list(init.parameters.values())[1:]
+        )  # without self
     return sig
 
 
@@ -128,7 +142,9 @@ def table(modules: tuple[str, ...] = MODULES) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Writes the table (or, with ``--check``, only says whether it is up to date)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the file is stale"
+    )
     args = parser.parse_args(argv)
     text = table()
     if args.check:

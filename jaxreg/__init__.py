@@ -8,6 +8,7 @@ penalties and constraints, with thin Flax and Optax adapters (``jaxreg.linen``,
 from jaxreg._attention import dot_product_attention as dot_product_attention
 from jaxreg._attention_ops import drop_head as drop_head
 from jaxreg._attention_ops import drop_key as drop_key
+from jaxreg._dropblock import drop_block as drop_block
 
 # DropConnect
 from jaxreg._dropconnect import drop_connect as drop_connect

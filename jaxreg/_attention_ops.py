@@ -18,6 +18,7 @@ from jax import lax
 from jaxreg import _mask, _rate
 from jaxreg._checks import check_bool, fail, normalize_axes
 from jaxreg._dropout import drop_units
+from jaxreg._numerics import nan_unless
 from jaxreg._types import Array
 
 
@@ -172,4 +173,4 @@ def drop_logits(
     column = lax.broadcasted_iota(best.dtype, logits.shape, logits.ndim - 1)
     keep = keep | (nothing_kept & (column == best))
     out = jnp.where(keep, logits, jnp.array(-jnp.inf, logits.dtype))
-    return _rate.poison_invalid(out, rate, source=logits)
+    return nan_unless(out, _rate.valid_rate(rate), source=logits)

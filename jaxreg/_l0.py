@@ -29,10 +29,11 @@ from jaxreg._checks import (
     describe,
     fail,
     is_python_number,
-    poison_negative,
+    valid_nonnegative,
 )
 from jaxreg._concrete import check_positive, logistic_noise, poison_nonpositive
 from jaxreg._filters import Where, resolve_where
+from jaxreg._numerics import nan_unless
 from jaxreg._types import Array, PyTree, Strength
 
 DEFAULT_LIMITS = (-0.1, 1.1)
@@ -222,5 +223,5 @@ def l0_penalty(
             leaf = check_float_array(fn, "log_alpha", leaf)
             wide = jnp.promote_types(leaf.dtype, jnp.float32)
             total = total + jnp.sum(jax.nn.sigmoid(leaf.astype(wide) - shift))
-    out = poison_negative(strength * total, strength)
+    out = nan_unless(strength * total, valid_nonnegative(strength))
     return poison_nonpositive(out, beta)

@@ -38,7 +38,7 @@ from jaxreg._checks import (
     fail,
     normalize_axes,
 )
-from jaxreg._numerics import nonzero_or_one
+from jaxreg._numerics import nan_unless, nonzero_or_one
 from jaxreg._rate import check_key_for as check_key_for
 from jaxreg._rate import keep_probability as keep_probability
 from jaxreg._rate import needs_key as needs_key
@@ -217,7 +217,7 @@ def scale_by_multiplier(x: Array, mask: Array, rate: Rate, dtype: Any, sampler: 
     # An array, as flax's: XLA may then keep excess precision in the division the same way.
     multiplier = mask.astype(dtype) / divisor
     kept = jnp.where(mask, x * multiplier, jnp.zeros((), x.dtype))
-    return poison_invalid(kept, rate, source=x)
+    return nan_unless(kept, _rate.valid_rate(rate), source=x)
 
 
 def _apply(spec: _Spec, mask: Array, x: Array, rate: Rate) -> Array:
