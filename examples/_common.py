@@ -1,62 +1,42 @@
-"""Shared pieces of the examples: data, an MLP, a vmapped training loop, outputs, CLI.
+"""Shared pieces of the examples: a data set, small models, outputs and plots.
 
-Every example trains a *grid* of models as one program: the models lie along a leading
-axis (``jax.vmap``), hyperparameters are per-model arrays (traced, so the whole grid
-compiles once), steps run in ``lax.scan`` chunks, and the model axis can be sharded over
-devices (``Trainer(mesh=...)``). The library (``jaxreg``) has no trainer
-and no plotting: they live here.
-
-Typical use::
-
-    data = load_data(train_size=1000)
-    hp = {"rate": jnp.array([0.0, 0.3]), "decay": jnp.array([0.0, 1e-4])}
-    trainer = Trainer(
-        init=lambda key: init_mlp(key, (40, 256, 256, 10)),
-        apply=lambda params, hp, x, key: mlp(params, x, key=key, rates=hp["rate"]),
-        optimizer=lambda hp: jaxreg.optax.decoupled_adamw(1e-3, weight_decay=hp["decay"]),
-        batch_size=128,
-        chunk_steps=100,
-    )
-    state = trainer.init_state(hp, seeds=jnp.array([0, 0]))
-    for _ in range(10):
-        state, train_loss = trainer.chunk(state, hp, data.x_train, data.y_train)
-    loss, acc = trainer.evaluate(state.params, hp, data.x_test, data.y_test)
-
-Seeds: model ``i`` derives all its randomness (init, minibatches, dropout masks) from
-``jax.random.key(seeds[i])`` and the step number, so models that share a seed share
-their initialisation and data order (common random numbers: differences between
-settings are not blurred by init noise), and a run resumed from a checkpoint draws
-exactly what an uninterrupted run draws.
+The examples train their grids with the library's engine, ``jaxreg.grid``; this module
+holds only what an experiment needs around it: MNIST-1D splits (``load_data``), an MLP
+with per-layer dropout (``init_mlp``, ``mlp``, ``mlp_hidden``), functional batch norm,
+atomic CSV/text/figure writers and plotting helpers. The command-line helpers live in
+``_cli`` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
-import dataclasses
 import functools
 import io
 import itertools
 import math
 import os
-import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from _cli import (  # noqa: F401  (re-exported: the examples import them from here)
+    Parser,
+    example_parser,
+    fail,
+    float_list,
+    positive_float,
+    positive_int,
+    progress,
+)
 
 import jaxreg
 
-PyTree = Any
 DATASETS = ("mnist1d",)
-MODEL_AXIS = "models"
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,173 +154,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------
-# Devices
-# ---------------------------------------------------------------------------------------
-
-
-def put(tree: PyTree, mesh: Mesh | None, *, models: bool) -> PyTree:
-    """Places host arrays on the mesh: model axis sharded (``models``) or replicated.
-
-    Works with several processes too: every process holds the full host array and
-    contributes the shards of its own devices.
-    """
-    if mesh is None:
-        return jax.tree_util.tree_map(jnp.asarray, tree)
-    sharding = NamedSharding(mesh, P(MODEL_AXIS) if models else P())
-
-    def place(a):
-        a = np.asarray(a)
-        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
-
-    return jax.tree_util.tree_map(place, tree)
-
-
-def to_host(tree: PyTree) -> PyTree:
-    """Full numpy copies of (possibly sharded, possibly multi-process) arrays."""
-
-    def fetch(a):
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
-            from jax.experimental import multihost_utils
-
-            return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-        return np.asarray(a)
-
-    return jax.tree_util.tree_map(fetch, tree)
-
-
-# ---------------------------------------------------------------------------------------
-# Training: K models as one program
-# ---------------------------------------------------------------------------------------
-
-
-class TrainState(NamedTuple):
-    """Per-model training state; every leaf has the model axis first."""
-
-    params: PyTree
-    opt_state: PyTree
-    step: jax.Array  # int32: steps done
-    seed: jax.Array  # int32: the model's seed
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Trainer:
-    """Trains K models at once: ``vmap`` over models, ``lax.scan`` over steps.
-
-    Attributes:
-      init: ``key -> params`` for one model.
-      apply: ``(params, hp, x, key) -> logits`` for one model; ``key=None`` at evaluation.
-        ``hp`` is the model's slice of the hyperparameter pytree (scalars, traced).
-      optimizer: ``hp -> optax.GradientTransformation`` (built inside the vmapped
-        program, so per-model arrays such as a weight decay are traced).
-      batch_size: examples per step (sampled with replacement, per model).
-      chunk_steps: steps per ``chunk`` call (one ``lax.scan``).
-      loss: ``(logits, labels) -> scalar``; ``penalty``: optional
-        ``(params, hp) -> scalar`` added to the training loss.
-      mesh: optional 1-D mesh with the axis ``MODEL_AXIS``: models sharded over its
-        devices.
-    """
-
-    init: Callable[[jax.Array], PyTree]
-    apply: Callable[..., jax.Array]
-    optimizer: Callable[[PyTree], optax.GradientTransformation]
-    batch_size: int
-    chunk_steps: int
-    loss: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy
-    penalty: Callable[[PyTree, PyTree], jax.Array] | None = None
-    mesh: Mesh | None = None
-
-    def _shardings(self, *trees_models: bool):
-        if self.mesh is None:
-            return None
-        return tuple(NamedSharding(self.mesh, P(MODEL_AXIS) if m else P()) for m in trees_models)
-
-    @functools.cached_property
-    def _init(self):
-        def one(hp, seed):
-            params = self.init(jax.random.fold_in(jax.random.key(seed), 0))
-            opt_state = self.optimizer(hp).init(params)
-            return TrainState(params, opt_state, jnp.zeros((), jnp.int32), seed)
-
-        s = self._shardings(True, True)
-        return jax.jit(jax.vmap(one), out_shardings=None if s is None else s[0])
-
-    def init_state(self, hp: PyTree, seeds: Any) -> TrainState:
-        """Fresh states for ``len(seeds)`` models (hp leaves have that leading axis)."""
-        hp = put(hp, self.mesh, models=True)
-        seeds = put(np.asarray(seeds, np.int32), self.mesh, models=True)
-        return self._init(hp, seeds)
-
-    def _one_chunk(self, state: TrainState, hp: PyTree, x: jax.Array, y: jax.Array):
-        opt = self.optimizer(hp)
-        stream = jax.random.fold_in(jax.random.key(state.seed), 1)
-
-        def loss_fn(params, key, xb, yb):
-            value = self.loss(self.apply(params, hp, xb, key), yb)
-            return value if self.penalty is None else value + self.penalty(params, hp)
-
-        def step(st: TrainState, _):
-            batch_key, drop_key = jax.random.split(jax.random.fold_in(stream, st.step))
-            idx = jax.random.randint(batch_key, (self.batch_size,), 0, x.shape[0])
-            value, grads = jax.value_and_grad(loss_fn)(st.params, drop_key, x[idx], y[idx])
-            updates, opt_state = opt.update(grads, st.opt_state, st.params)
-            params = optax.apply_updates(st.params, updates)
-            return st._replace(params=params, opt_state=opt_state, step=st.step + 1), value
-
-        state, losses = jax.lax.scan(step, state, None, length=self.chunk_steps)
-        return state, losses.mean()
-
-    @functools.cached_property
-    def _chunk(self):
-        s = self._shardings(True, True, False, False)
-        out = None if s is None else (s[0], s[0])
-        program = jax.vmap(self._one_chunk, in_axes=(0, 0, None, None))
-        return jax.jit(program, in_shardings=s, out_shardings=out, donate_argnums=0)
-
-    def chunk(self, state: TrainState, hp: PyTree, x: Any, y: Any) -> tuple[TrainState, Any]:
-        """``chunk_steps`` steps for every model; returns the new state and the mean
-        minibatch training loss per model over the chunk."""
-        return self._chunk(state, hp, x, y)
-
-    def lower_chunk(self, state: TrainState, hp: PyTree, x: Any, y: Any):
-        """The lowered chunk program (``.compile().as_text()`` gives the HLO)."""
-        return self._chunk.lower(state, hp, x, y)
-
-    @functools.cached_property
-    def _evaluate(self):
-        def one(params, hp, x, y):
-            logits = self.apply(params, hp, x, None)
-            correct = jnp.argmax(logits, -1) == y
-            return self.loss(logits, y), correct.mean()
-
-        s = self._shardings(True, True, False, False)
-        out = None if s is None else (s[0], s[0])
-        return jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)), in_shardings=s, out_shardings=out)
-
-    def evaluate(self, params: PyTree, hp: PyTree, x: Any, y: Any) -> tuple[Any, Any]:
-        """Per-model loss and accuracy without dropout (``apply(..., key=None)``)."""
-        return self._evaluate(params, hp, x, y)
-
-    def put_data(self, *arrays: Any) -> tuple:
-        """Data arrays replicated on the mesh (or on the default device)."""
-        return tuple(put(a, self.mesh, models=False) for a in arrays)
-
-    def put_models(self, tree: PyTree) -> PyTree:
-        """Per-model arrays with the model axis sharded on the mesh."""
-        return put(tree, self.mesh, models=True)
-
-
-def grid(**axes: Sequence[Any]) -> dict[str, np.ndarray]:
-    """The Cartesian product of named value lists, one flat array per name.
-
-    ``grid(rate=[0, 0.5], seed=[0, 1])`` gives ``{"rate": [0, 0, 0.5, 0.5],
-    "seed": [0, 1, 0, 1]}`` (the last name varies fastest).
-    """
-    combos = list(itertools.product(*axes.values()))
-    return {name: np.array([c[i] for c in combos]) for i, name in enumerate(axes)}
-
-
-# ---------------------------------------------------------------------------------------
-# Outputs: atomic files, tables, progress
+# Outputs
 # ---------------------------------------------------------------------------------------
 
 
@@ -396,107 +210,6 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def progress(total_chunks: int, *, models: int, chunk_steps: int, initial: int = 0, **kwargs):
-    """A tqdm bar over chunks that counts model-steps (rate in model-steps/s, ETA).
-
-    Call ``bar.update(1)`` after each chunk. Drawn on stderr; off when not a terminal
-    unless ``disable=False`` is passed.
-    """
-    from tqdm.auto import tqdm
-
-    kwargs.setdefault("disable", None)
-    kwargs.setdefault("desc", f"{models} models")
-    return tqdm(
-        total=total_chunks,
-        initial=initial,
-        unit=" model-steps",
-        unit_scale=models * chunk_steps,
-        dynamic_ncols=True,
-        **kwargs,
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``prog: error: argument --x: ...``, exit code 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def float_list(
-    *, low: float | None = None, high: float | None = None, high_open: bool = False
-) -> Callable[[str], list[float]]:
-    """An argparse ``type`` for comma-separated floats in [low, high] (or [low, high)).
-
-    Errors (empty list, non-numeric, out of range, NaN) become argparse errors, which
-    ``Parser`` prints on one line naming the argument, with exit code 2.
-    """
-
-    def parse(text: str) -> list[float]:
-        items = [s.strip() for s in text.split(",") if s.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"needs at least one value, got {text!r}")
-        values = []
-        for item in items:
-            try:
-                v = float(item)
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{item!r} is not a number") from None
-            if math.isnan(v) or (low is not None and v < low) or (high is not None and v > high):
-                raise argparse.ArgumentTypeError(
-                    f"{item} is outside {_interval(low, high, high_open)}"
-                )
-            if high_open and v == high:
-                raise argparse.ArgumentTypeError(
-                    f"{item} is outside {_interval(low, high, high_open)}"
-                )
-            values.append(v)
-        if len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"values repeat in {text!r}")
-        return values
-
-    return parse
-
-
-def _interval(low: float | None, high: float | None, high_open: bool) -> str:
-    lo = "(-inf" if low is None else f"[{low:g}"
-    hi = "inf)" if high is None else f"{high:g}{')' if high_open else ']'}"
-    return f"{lo}, {hi}"
-
-
-def positive_int(text: str) -> int:
-    """An argparse ``type`` for an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse ``type`` for a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Prints one line to stderr and exits (for checks after argument parsing)."""
-    print(message, file=sys.stderr)
-    raise SystemExit(code)
-
-
 # ---------------------------------------------------------------------------------------
 # Findings helpers (appended by the findings examples)
 # ---------------------------------------------------------------------------------------
@@ -527,39 +240,12 @@ def mlp_hidden(
     return outputs
 
 
-def tile_rows(x: np.ndarray, length: int) -> np.ndarray:
-    """``x`` repeated along axis 0 to exactly ``length`` rows (``len(x)`` must divide it).
-
-    ``Trainer`` samples minibatch rows uniformly from its data array; training sets of
-    different sizes tiled to one length give every size the same array shape (one
-    compiled program) while each example stays equally likely.
-    """
-    if length % len(x):
-        raise ValueError(f"tile_rows: {len(x)} rows do not divide {length}")
-    return np.concatenate([x] * (length // len(x)))
-
-
-def mean_std(values: Any, fmt: str = ".3f") -> str:
-    """``"mean ± std"`` of ``values`` (std with ddof=1; 0 for a single value)."""
-    v = np.asarray(values, np.float64)
-    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
-    return f"{v.mean():{fmt}} ± {std:{fmt}}"
-
-
 def plot_band(ax: Any, x: Any, ys: Any, *, label: str, color: Any = None, **kwargs: Any):
     """Mean over seeds (rows of ``ys``) as a line, min-max over seeds as a shaded band."""
     ys = np.asarray(ys, np.float64).reshape(-1, len(x))
     (line,) = ax.plot(x, ys.mean(0), label=label, color=color, **kwargs)
     ax.fill_between(x, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
     return line
-
-
-def example_parser(doc: str, name: str) -> Parser:
-    """The examples' shared flags: ``--smoke`` and ``--out`` (default ``results/<name>``)."""
-    parser = Parser(description=doc.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds-long run, tiny grid")
-    parser.add_argument("--out", default=os.path.join("results", name), help="output folder")
-    return parser
 
 
 def matplotlib_pyplot():
