@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from _harness import environment
+from _harness import environment, record
 
 import jaxreg
 import jaxreg.grid as jg
@@ -223,6 +223,8 @@ def bench_model(name, ks, steps, rounds, results):
         choice = plan.strategy if plan.strategy == "vmap" else f"map G={plan.group_size}"
         results[(name, k)] = {"rate": rate, "choice": choice, "setup": setup["auto"]}
         r = {w: rate[w] / rate["loop"] for w in rate}
+        seconds = statistics.median(times["auto"])
+        record(f"grid {name} K={k} auto ({choice})", seconds, **{f"{w}_vs_loop": r[w] for w in r})
         print(
             f"| {k} | {rate['loop']:.0f} | {rate['auto']:.0f} ({choice}) | {rate['vmap']:.0f} "
             f"| {rate['map']:.0f} | {r['auto']:.2f}x | {r['vmap']:.2f}x | {r['map']:.2f}x "
@@ -340,16 +342,23 @@ def dropout_cost(k, steps, rounds, data):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="K=1,8,32, 1 round, fewer steps")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="K=1,8,32, 1 round, fewer steps")
+    mode.add_argument("--smoke", action="store_true", help="K=1,2, tiny: checks that it runs")
     p.add_argument("--ks", help="comma-separated K (default 1,8,32,96; quick 1,8,32)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
     p.add_argument("--models", default="mlp,cnn")
     p.add_argument("--flax-rates", type=int, default=32)
     p.add_argument("--steps", help="steps per measurement, mlp,cnn (default 50,6; quick 20,3)")
     args = p.parse_args()
-    ks = [int(k) for k in (args.ks or ("1,8,32" if args.quick else "1,8,32,96")).split(",")]
-    rounds = args.rounds or (1 if args.quick else 3)
-    mlp_steps, cnn_steps = map(int, (args.steps or ("20,3" if args.quick else "50,6")).split(","))
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    default_ks = {"smoke": "1,2", "quick": "1,8,32", "full": "1,8,32,96"}[mode]
+    ks = [int(k) for k in (args.ks or default_ks).split(",")]
+    rounds = args.rounds or {"smoke": 1, "quick": 1, "full": 3}[mode]
+    default_steps = {"smoke": "2,1", "quick": "20,3", "full": "50,6"}[mode]
+    mlp_steps, cnn_steps = map(int, (args.steps or default_steps).split(","))
+    if args.smoke:
+        args.flax_rates = 2
     steps = {"mlp": mlp_steps, "cnn": cnn_steps}
     print(environment())
     results = {}
@@ -365,16 +374,18 @@ def main():
         f"flax way (static rates, {k} compiles): {t_flax:.1f} s; grid (auto, probe and "
         f"compiles included): {t_grid:.1f} s; ratio **{t_flax / t_grid:.1f}x**"
     )
+    record(f"grid mlp {k} rates end to end", t_grid, flax_way_vs_grid=t_flax / t_grid)
 
-    peak = matmul_rate()
+    n = 512 if args.smoke else 2048
+    peak = matmul_rate(n, repeats=2 if args.smoke else 10)
     kk = 32 if 32 in ks else ks[-1]
     print(f"\n### Compute efficiency (MLP, K={kk})\n")
-    print(f"large matmul (2048^3, float32): {peak / 1e9:.1f} GFLOP/s")
+    print(f"large matmul ({n}^3, float32): {peak / 1e9:.1f} GFLOP/s")
     if ("mlp", kk) in results:
         for w in ("loop", "vmap", "auto"):
             rate = results[("mlp", kk)]["rate"][w] * mlp_step_flops() / 1e9
             print(f"- step, {w}: {rate:.1f} GFLOP/s = {rate * 1e9 / peak:.0%} of the matmul rate")
-    bm = batched_matmuls_rate(kk)
+    bm = batched_matmuls_rate(kk, repeats=2 if args.smoke else 10)
     print(f"- the step's batched matmuls alone: {bm / 1e9:.1f} GFLOP/s = {bm / peak:.0%}")
 
     t = dropout_cost(kk, steps["mlp"], max(rounds, 3), data)
@@ -384,6 +395,10 @@ def main():
         f"(step time with dropout / without - 1; {t['none'] / (kk * steps['mlp']) * 1e6:.0f} "
         "us per model-step without)"
     )
+    record(
+        f"grid mlp K={kk} dropout cost", t["none"],
+        exact_vs_none=t["exact"] / t["none"], fast_vs_none=t["fast"] / t["none"],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

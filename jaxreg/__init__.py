@@ -94,4 +94,10 @@ __all__ = [
     "dot_product_attention",
     "drop_head",
     "drop_key",
+    # Learned regularization
+    "concrete_dropout",
+    "concrete_dropout_penalty",
+    "hard_concrete_gate",
+    "hard_concrete_gate_inference",
+    "l0_penalty",
 ]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxreg import _mask, _rate
-from jaxreg._checks import check_bool, fail, normalize_axes
+from jaxreg._checks import check_bool, check_key_first, fail, normalize_axes
 from jaxreg._dropout import drop_units
 from jaxreg._numerics import nan_unless
 from jaxreg._types import Array
@@ -67,6 +67,7 @@ def drop_head(
       Transformer Models." Findings of EMNLP 2020.
     """
     fn = "drop_head"
+    check_key_first(fn, key, x)
     per_example = check_bool(fn, "per_example", per_example)
     ndim = jnp.ndim(x)
     (head,) = normalize_axes(fn, "head_axis", head_axis, ndim)

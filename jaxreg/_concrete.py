@@ -27,6 +27,7 @@ from jax.scipy.special import xlogy
 from jaxreg import _bits, _mask, _rate
 from jaxreg._checks import (
     check_float_array,
+    check_key_first,
     check_probability,
     check_real,
     describe,
@@ -175,6 +176,7 @@ def concrete_dropout(
       https://arxiv.org/abs/1611.00712.
     """
     fn = "concrete_dropout"
+    check_key_first(fn, key, x)
     x = check_float_array(fn, "x", x)
     what = f"x's shape {x.shape}" + (f" (one rate per feature: {x.shape[-1:]})" if x.ndim else "")
     rate = check_rates(fn, rate, x.shape, what)
@@ -183,6 +185,8 @@ def concrete_dropout(
     shape = _mask.mask_shape(fn, x.shape, broadcast_dims)
     early = _rate.shortcut(x, rate)
     if early is not None:
+        if key is not None and not _rate.decided(rate):
+            _rate.consume(key)  # an empty x: nothing drawn, but the key counts as used
         return early
     wide = jnp.promote_types(x.dtype, jnp.float32)
     r = jnp.asarray(rate, jnp.promote_types(jnp.result_type(rate), jnp.float32))

@@ -24,6 +24,7 @@ from jaxreg._checks import (
     check_float_array,
     check_has_arrays,
     check_key,
+    check_key_first,
     check_scalar_nonnegative,
     check_shape,
     describe,
@@ -110,6 +111,7 @@ def hard_concrete_gate(
       eqs. 10-12; reference code https://github.com/AMLab-Amsterdam/L0_regularization).
     """
     fn = "hard_concrete_gate"
+    check_key_first(fn, key, log_alpha, "log_alpha")
     log_alpha, beta, gamma, zeta = _gate_args(fn, log_alpha, beta, limits)
     if shape is None:
         shape = log_alpha.shape

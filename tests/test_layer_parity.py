@@ -110,9 +110,40 @@ def test_layer_takes_every_op_argument_with_the_same_default(host, pair):
         assert f"\n  {argument}: " in doc, (name, argument)
 
 
+# Layers that own parameters (learned rates, L0 gates): written by hand, not derived
+# from an op, so they are checked host against host: (linen, nnx, host-only names).
+LEARNED = [
+    ("ConcreteDropout", "ConcreteDropout", {"loss_collection"}, {"rngs"}),
+    (
+        "L0Dense",
+        "L0Linear",
+        {"features", "loss_collection"},
+        {"in_features", "out_features", "rngs"},
+    ),
+]
+HELPERS = {"linen": set(), "nnx": {"total_penalty"}}  # nnx sums what linen collects in "losses"
+
+
 def test_every_public_layer_is_paired():
-    assert sorted(p[0] for p in PAIRS) == jnn.__all__
-    assert sorted(p[1] for p in PAIRS) == jnnx.__all__
+    assert sorted([p[0] for p in PAIRS + LEARNED] + [*HELPERS["linen"]]) == jnn.__all__
+    assert sorted([p[1] for p in PAIRS + LEARNED] + [*HELPERS["nnx"]]) == jnnx.__all__
+
+
+@pytest.mark.parametrize("pair", LEARNED, ids=[p[0] for p in LEARNED])
+def test_learned_layers_agree_across_hosts(pair):
+    linen_name, nnx_name, linen_only, nnx_only = pair
+    got = {"linen": linen_arguments(getattr(jnn, linen_name))}
+    got["nnx"] = nnx_arguments(getattr(jnnx, nnx_name))
+    for host, only in (("linen", linen_only), ("nnx", nnx_only)):
+        for name in only:
+            got[host].pop(name)
+        got[host].pop("deterministic")  # None (linen) / False (nnx): the hosts' habits
+    inits = ("kernel_init", "bias_init", "log_alpha_init")
+    for name in inits:  # initializers are closures: compare what they draw
+        if name in got["linen"]:
+            draw = [got[h].pop(name)(jax.random.key(0), (3, 4)) for h in ("linen", "nnx")]
+            np.testing.assert_array_equal(*draw)
+    assert got["linen"] == got["nnx"]
 
 
 def test_the_check_rejects_a_layer_that_forgot_an_argument():
