@@ -344,15 +344,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="K=1,8,32, 1 round, fewer steps")
-    mode.add_argument("--smoke", action="store_true", help="K=1,2, tiny: checks that it runs")
+    mode.add_argument("--smoke", action="store_true", help="K=2, tiny: checks that it runs")
     p.add_argument("--ks", help="comma-separated K (default 1,8,32,96; quick 1,8,32)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
-    p.add_argument("--models", default="mlp,cnn")
+    p.add_argument("--models", help="comma-separated (default mlp,cnn; smoke mlp)")
     p.add_argument("--flax-rates", type=int, default=32)
     p.add_argument("--steps", help="steps per measurement, mlp,cnn (default 50,6; quick 20,3)")
     args = p.parse_args()
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-    default_ks = {"smoke": "1,2", "quick": "1,8,32", "full": "1,8,32,96"}[mode]
+    default_ks = {"smoke": "2", "quick": "1,8,32", "full": "1,8,32,96"}[mode]
     ks = [int(k) for k in (args.ks or default_ks).split(",")]
     rounds = args.rounds or {"smoke": 1, "quick": 1, "full": 3}[mode]
     default_steps = {"smoke": "2,1", "quick": "20,3", "full": "50,6"}[mode]
@@ -362,7 +362,7 @@ def main():
     steps = {"mlp": mlp_steps, "cnn": cnn_steps}
     print(environment())
     results = {}
-    for name in args.models.split(","):
+    for name in (args.models or ("mlp" if args.smoke else "mlp,cnn")).split(","):
         bench_model(name, ks, steps[name], rounds, results)
 
     data = jax.device_put(make_data("mlp"))

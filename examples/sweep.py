@@ -20,6 +20,7 @@ Run: python examples/sweep.py        (80 models; see README for the time it take
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -70,7 +71,7 @@ SMOKE = {
 COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
 
 
-def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = common.Parser(description=__doc__.splitlines()[0], prog="sweep.py")
     rate_list = common.float_list(low=0.0, high=1.0, high_open=True)
     p.add_argument(
@@ -132,7 +133,7 @@ def parse_args(argv: list[str] | None) -> common.argparse.Namespace:
     )
     p.add_argument("--num-processes", type=common.positive_int, default=1)
     p.add_argument("--process-id", type=int, default=0)
-    p.add_argument("--chunk-delay", type=float, default=0.0, help=common.argparse.SUPPRESS)
+    p.add_argument("--chunk-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     smoke = "--smoke" in (sys.argv[1:] if argv is None else argv)
     if smoke:
         p.set_defaults(**SMOKE)

@@ -95,10 +95,12 @@ def test_k_models_at_once_equal_each_trained_alone(reference):
     for i in range(1, len(GRID)):  # common random numbers: one seed, one initialisation
         same = jax.tree.map(lambda a, i=i: np.array_equal(a[i], a[i % 2]), fresh.params)
         assert all(jax.tree.leaves(same)) == (seeds[i] == seeds[i % 2])
-    for i in range(len(GRID)):  # bit for bit on this CPU (1e-6 relative where XLA differs)
+    # 1e-6 relative: XLA may lower a batch of 1 differently from a batch of 8 (bit for
+    # bit on some CPUs, a last-bit difference on others).
+    for i in range(len(GRID)):
         alone = train(VMAP, GRID.take([i]))
-        assert_close(row(alone.params, 0), row(reference.params, i), rtol=0)
-        assert_close(row(alone.opt_state, 0), row(reference.opt_state, i), rtol=0)
+        assert_close(row(alone.params, 0), row(reference.params, i))
+        assert_close(row(alone.opt_state, 0), row(reference.opt_state, i))
     assert np.asarray(reference.step).tolist() == [6] * 8
     assert np.all(np.isfinite(np.asarray(reference.loss)))
     assert reference.aux["batch_error"].shape == (8,)

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "grid.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+# The complete programs on the page (the others are marked fragments of the first).
+BLOCKS = [
+    block
+    for block in re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    if "import jaxreg.grid as jg" in block
+]
 
 
 def test_the_page_has_the_example_and_both_flax_recipes():
