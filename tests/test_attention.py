@@ -5,8 +5,6 @@ are in the conformance table (ops.py); this file checks what is specific to atte
 """
 
 import functools
-import pathlib
-import re
 
 import flax.linen as nn
 import jax
@@ -393,15 +391,3 @@ def test_small_transformer_trains_with_drop_head_and_drop_key():
     assert np.isfinite(losses).all()
     assert after < 0.1 * before, (before, after)  # about 3.3 -> 0.04
     assert losses[-10:].mean() < 0.25 * losses[:10].mean()
-
-
-# --- docs/transformers.md ------------------------------------------------------------
-
-
-def test_transformers_doc_code_blocks_run():
-    """Every Python block of docs/transformers.md is self-contained and runs."""
-    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "transformers.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 5
-    for block in blocks:
-        exec(compile(block, "docs/transformers.md", "exec"), {})

@@ -1,12 +1,11 @@
-"""Every Python block of docs/grid.md runs: the plain-function example and the linen and
-NNX recipes, each training a grid with a traced dropout rate (the blocks assert that the
-loss falls)."""
+"""docs/grid.md holds the three recipes: a plain function, a linen Module, an NNX Module.
+
+``tests/test_docs.py`` runs every block verbatim; the linen and NNX recipes assert that
+the loss of every model in their grid falls, so a recipe that stops training fails there.
+"""
 
 import re
 from pathlib import Path
-
-import numpy as np
-import pytest
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "grid.md"
 # The complete programs on the page (the others are marked fragments of the first).
@@ -20,11 +19,5 @@ BLOCKS = [
 def test_the_page_has_the_example_and_both_flax_recipes():
     assert len(BLOCKS) == 3
     assert "flax.linen" in BLOCKS[1] and "nnx.merge" in BLOCKS[2]
-
-
-@pytest.mark.parametrize("i", range(len(BLOCKS)), ids=["plain", "linen", "nnx"][: len(BLOCKS)])
-def test_block_runs(i, capsys):
-    namespace = {}
-    exec(compile(BLOCKS[i], f"{DOC}:block{i}", "exec"), namespace)
-    state = namespace["state"]
-    assert int(np.asarray(state.step)[0]) > 0
+    for block in BLOCKS[1:]:  # each recipe takes a traced rate and checks that it trains
+        assert 'hp["rate"]' in block and "assert np.all(losses[-1] < losses[0])" in block

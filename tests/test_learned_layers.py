@@ -2,7 +2,6 @@
 L0Linear, and the runnable code blocks of docs/learned.md."""
 
 import pathlib
-import re
 
 import flax.linen as nn
 import jax
@@ -165,13 +164,3 @@ def test_nnx_eval_mode_and_exact_zeros_and_errors():
         jnnx.L0Linear(2, 2, limits=(0.1, 1.1), rngs=rngs)
     with pytest.raises(ValueError, match=r"^jaxreg\.nnx\.ConcreteDropout: needs a PRNG key"):
         jnnx.ConcreteDropout(nnx.Linear(6, 2, rngs=rngs), **PENALTY)(X)
-
-
-def python_blocks(path):
-    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
-
-
-@pytest.mark.parametrize("index", range(len(python_blocks(ROOT / "docs" / "learned.md"))))
-def test_docs_learned_code_blocks_run(index):
-    code = python_blocks(ROOT / "docs" / "learned.md")[index]
-    exec(compile(code, f"docs/learned.md block {index}", "exec"), {"__name__": "__docs__"})
