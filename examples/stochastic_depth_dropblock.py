@@ -178,10 +178,7 @@ def main(argv=None):
 
     trainer = jg.Trainer(
         init=make_init(a.channels, a.depth), loss=loss, optimizer=lambda hp: optax.adam(1e-3),
-        batch_size=32, chunk_steps=chunk, validation=error,
-        # One model at a time inside the one program: a vmapped convolution lowers to a
-        # grouped one, slow on a CPU (bench/RESULTS.md, the grid engine's CNN table).
-        strategy="map", group_size=1,
+        batch_size=32, chunk_steps=chunk, strategy="vmap", validation=error,
     )  # fmt: skip
     curve = []
 
