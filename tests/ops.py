@@ -247,6 +247,8 @@ def hard_concrete_gate(k, x, r):
     """
     if isinstance(r, float) and r == 0.0:
         return x
+    if jnp.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):  # swapped arguments
+        return jaxreg.hard_concrete_gate(k, x)  # the op must name the mistake
     log_alpha = jnp.broadcast_to(SHIFT + jnp.log1p(-r) - jnp.log(r), x.shape).astype(x.dtype)
     gate = jaxreg.hard_concrete_gate(k, log_alpha)
     return jnp.where(gate > 0, x * gate, 0)
