@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--lr-exps", type=common.float_list(), default=[-4, -3.5, -3, -2.5, -2])
     p.add_argument("--decay-exps", type=common.float_list(), default=None)
     p.add_argument("--seeds", type=common.positive_int, default=5)
-    p.add_argument("--steps", type=common.positive_int, default=1000)
+    p.add_argument("--steps", type=common.positive_int, default=500)
     p.add_argument("--hidden", type=common.positive_int, default=64)
     a = p.parse_args(argv)
     if a.decay_exps is None:  # log10 of s and lambda; 0 (plain Adam) is added

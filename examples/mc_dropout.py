@@ -319,8 +319,8 @@ def plot(plot_data, rates, toy_data, path, n_splits):
 def main(argv=None):
     p = common.example_parser(__doc__, "mc_dropout")
     p.add_argument("--splits", type=common.positive_int, default=20)
-    p.add_argument("--steps", type=common.positive_int, default=2000)
-    p.add_argument("--mc", type=common.positive_int, default=200, help="MC samples T")
+    p.add_argument("--steps", type=common.positive_int, default=1000)
+    p.add_argument("--mc", type=common.positive_int, default=100, help="MC samples T")
     rate_list = common.float_list(low=0.0, high=1.0, high_open=True)
     p.add_argument("--rates", type=rate_list, default=[0.01, 0.05, 0.1, 0.2, 0.5])
     p.add_argument("--taus", type=common.float_list(low=0.0), default=[0.5, 2, 8, 32, 128])
