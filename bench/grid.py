@@ -339,6 +339,17 @@ def dropout_cost(k, steps, rounds, data, samplers=("exact", "fast")):
     return {w: statistics.median(t) for w, t in times.items()}
 
 
+def end_to_end(k, s, data):
+    t_flax = flax_way(np.linspace(0.05, 0.6, k), s, data)
+    t_grid = grid_end_to_end(k, s, data)
+    print(
+        f"\n### One compile per rate against one grid ({k} rates, {s} steps each, end to end)\n\n"
+        f"flax way (static rates, {k} compiles): {t_flax:.1f} s; grid (auto, probe and "
+        f"compiles included): {t_grid:.1f} s; ratio **{t_flax / t_grid:.1f}x**"
+    )
+    record(f"grid mlp {k} rates end to end", t_grid, flax_way_vs_grid=t_flax / t_grid)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
@@ -356,8 +367,6 @@ def main():
     rounds = args.rounds or {"smoke": 1, "quick": 1, "full": 3}[mode]
     default_steps = {"smoke": "2,1", "quick": "20,3", "full": "50,6"}[mode]
     mlp_steps, cnn_steps = map(int, (args.steps or default_steps).split(","))
-    if args.smoke:
-        args.flax_rates = 1
     steps = {"mlp": mlp_steps, "cnn": cnn_steps}
     print(environment())
     results = {}
@@ -367,15 +376,8 @@ def main():
         bench_model(name, ks, steps[name], rounds, results, strategies)
 
     data = jax.device_put(make_data("mlp"))
-    k, s = args.flax_rates, steps["mlp"]
-    t_flax = flax_way(np.linspace(0.05, 0.6, k), s, data)
-    t_grid = grid_end_to_end(k, s, data)
-    print(
-        f"\n### One compile per rate against one grid ({k} rates, {s} steps each, end to end)\n\n"
-        f"flax way (static rates, {k} compiles): {t_flax:.1f} s; grid (auto, probe and "
-        f"compiles included): {t_grid:.1f} s; ratio **{t_flax / t_grid:.1f}x**"
-    )
-    record(f"grid mlp {k} rates end to end", t_grid, flax_way_vs_grid=t_flax / t_grid)
+    if not args.smoke:  # the smoke run exercises the probe and compiles above
+        end_to_end(args.flax_rates, steps["mlp"], data)
 
     n = 512 if args.smoke else 2048
     peak = matmul_rate(n, repeats=2 if args.smoke else 10)

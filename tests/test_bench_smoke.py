@@ -1,4 +1,4 @@
-"""bench/run_all.py --smoke: every benchmark runs and reports (about 35 CPU-seconds)."""
+"""bench/run_all.py --smoke: every benchmark runs and reports (about a minute on 2 cores)."""
 
 import importlib.util
 import json
