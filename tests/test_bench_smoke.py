@@ -6,6 +6,8 @@ import pathlib
 import subprocess
 import sys
 
+from subproc import child_env
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,7 @@ def test_run_all_smoke_runs_every_benchmark(tmp_path):
         text=True,
         timeout=600,
         cwd=ROOT,
+        env=child_env(),  # checks that everything runs: LLVM optimisation off
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (report_path,) = tmp_path.glob("*.json")

@@ -1,18 +1,18 @@
 """The Flax layer examples run end to end in --smoke mode."""
 
-import os
 import pathlib
 import subprocess
 import sys
 
 import pytest
+from subproc import child_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("script", ["linen_mlp.py", "nnx_mlp.py"])
 def test_example_smoke(script):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = child_env()
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script), "--smoke"],
         capture_output=True,

@@ -1,22 +1,17 @@
 """The findings examples 1-4 run end to end in ``--smoke`` mode and write their outputs.
 
-Each script runs in its own subprocess (started together, so that their start-up,
-data generation and compilation overlap); a test then checks the exit code, that the
-CSV and the PNG exist, and the CSV's columns and row count.
+Each script runs once in a subprocess (``smoke_runs`` in ``conftest.py``); a test then
+checks the exit code, that the CSV and the PNG exist, and the CSV's columns and row count.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 600  # generous: the machines are shared; an idle run takes seconds
 
 # script -> (csv file, expected columns, expected rows in smoke mode)
 CASES = {
@@ -66,43 +61,9 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def runs(request, tmp_path_factory):
-    """Starts the smoke run of every selected script at once; yields name -> (proc, out)."""
-    selected = {
-        item.callspec.params["name"]
-        for item in request.session.items
-        if item.module is request.module and hasattr(item, "callspec")
-    }
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    env.pop("JAX_DEBUG_KEY_REUSE", None)
-    procs = {}
-    for name in sorted(selected):
-        out = tmp_path_factory.mktemp(name)
-        cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--smoke", "--out", str(out)]
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        procs[name] = (proc, out)
-    yield procs
-    for proc, _ in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_smoke_run_writes_csv_and_png(runs, name):
-    proc, out = runs[name]
-    try:
-        log, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        log, _ = proc.communicate()
-        pytest.fail(f"{name} --smoke ran past {TIMEOUT_S} s:\n{log[-3000:]}")
-    assert proc.returncode == 0, f"{name} --smoke exited {proc.returncode}:\n{log[-3000:]}"
+def test_smoke_run_writes_csv_and_png(smoke_runs, name):
+    out, _ = smoke_runs(name)
     csv_name, columns, n_rows = CASES[name]
     png = out / f"{name}.png"
     assert png.is_file() and png.stat().st_size > 1000, f"{png} missing or empty"

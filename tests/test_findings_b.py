@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from subproc import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,9 +58,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_smoke(name, tmp_path):
     csv_name, columns, num_rows = CASES[name]
-    env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg", JAX_PLATFORMS="cpu")
-    # Smoke runs check the plumbing, not speed: skip most of LLVM's optimisation.
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    env = child_env()  # plumbing, not speed: LLVM optimisation off
     proc = subprocess.run(
         [
             sys.executable,

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 600  # generous: the machines are shared; an idle smoke run takes ~10 s
 
 # script -> {csv file: (columns, data rows in --smoke mode)}
 CASES = {
@@ -55,36 +51,8 @@ UNIT_INTERVAL = {"val_err", "test_err", "train_err", "rate1", "rate2", "kept_fra
 TEXT = {"method", "program", "strategy", "run"}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg", JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
-    env.pop("JAX_DEBUG_KEY_REUSE", None)
-    procs = {}
-    for name in CASES:
-        out = tmp_path_factory.mktemp(name)
-        cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--smoke", "--out", str(out)]
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        procs[name] = (proc, out)
-    yield procs
-    for proc, _ in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def finished(runs, name):
-    proc, out = runs[name]
-    try:
-        log, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        log, _ = proc.communicate()
-        pytest.fail(f"{name} --smoke ran past {TIMEOUT_S} s:\n{log[-3000:]}")
-    assert proc.returncode == 0, f"{name} --smoke exited {proc.returncode}:\n{log[-3000:]}"
-    return out, log
+def finished(smoke_runs, name):
+    return smoke_runs(name)
 
 
 def read(path):
@@ -94,8 +62,8 @@ def read(path):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_smoke_run_writes_csv_and_png(runs, name):
-    out, log = finished(runs, name)
+def test_smoke_run_writes_csv_and_png(smoke_runs, name):
+    out, log = finished(smoke_runs, name)
     png = out / f"{name}.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} missing"
     assert png.stat().st_size > 10_000, "the figure is (nearly) empty"
@@ -114,13 +82,13 @@ def test_smoke_run_writes_csv_and_png(runs, name):
                     assert 0.0 <= value <= 1.0, f"{csv_name}: {key}={text} in {row}"
     assert "| " in log and "nan" not in log, log[-3000:]  # a table, no NaN in it
     assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+    CHECKS[name](out, log)  # in this test: a second test might run the script again
 
 
-def test_learned_rates_move_and_methods_differ(runs):
+def check_learned_rates_move_and_methods_differ(out, log):
     """The concrete models' rates left their initial 0.1 (the fixed rows' unused logits
     did not: no gradient reaches them), and the concrete-only run repeats the combined
     program's rate trajectory (same seeds and keys, another program)."""
-    out, log = finished(runs, "learned_dropout_rate")
     _, rows = read(out / "learned_dropout_rate.csv")
     concrete = [r for r in rows if r["method"] == "concrete"]
     fixed = [r for r in rows if r["method"] == "fixed"]
@@ -136,10 +104,9 @@ def test_learned_rates_move_and_methods_differ(runs):
     assert "reproduces the combined program" in log
 
 
-def test_pruning_counts_are_consistent(runs):
+def check_pruning_counts_are_consistent(out, log):
     """Dense models keep every unit; magnitude rows keep exactly their counts; the
     matched rows copy the counts of the stage-1 model they are paired with."""
-    out, _ = finished(runs, "pruning")
     _, rows = read(out / "pruning.csv")
     stage1 = [r for r in rows if r["stage"] == "1"]
     for r in stage1:
@@ -150,3 +117,9 @@ def test_pruning_counts_are_consistent(runs):
             m = stage1[int(r["match"])]
             assert (r["keep1"], r["keep2"], r["seed"]) == (m["keep1"], m["keep2"], m["seed"])
             assert m["method"] in ("L0", "group lasso")
+
+
+CHECKS = {
+    "learned_dropout_rate": check_learned_rates_move_and_methods_differ,
+    "pruning": check_pruning_counts_are_consistent,
+}

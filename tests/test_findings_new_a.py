@@ -9,48 +9,17 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMEOUT_S = 600  # generous: the machines are shared; an idle run takes seconds
 NAMES = ("dropout_convergence", "validation_rate_gap")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    )
-    env.pop("JAX_DEBUG_KEY_REUSE", None)
-    procs = {}
-    for name in NAMES:
-        out = tmp_path_factory.mktemp(name)
-        cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--smoke", "--out", str(out)]
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        procs[name] = (proc, out)
-    yield procs
-    for proc, _ in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def finish(runs, name):
-    proc, out = runs[name]
-    try:
-        log, _ = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        log, _ = proc.communicate()
-        pytest.fail(f"{name} --smoke ran past {TIMEOUT_S} s:\n{log[-3000:]}")
-    assert proc.returncode == 0, f"{name} --smoke exited {proc.returncode}:\n{log[-3000:]}"
+def finish(smoke_runs, name):
+    out, log = smoke_runs(name)
     png = out / f"{name}.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
@@ -66,8 +35,8 @@ def read(path, columns):
     return rows
 
 
-def test_dropout_convergence_smoke(runs):
-    out, log = finish(runs, "dropout_convergence")
+def test_dropout_convergence_smoke(smoke_runs):
+    out, log = finish(smoke_runs, "dropout_convergence")
     assert "steps (mean ± sd)" in log and "B_simple" in log
     # smoke: rates 0, 0.5 and rate 0.5 with 2 masks; 2 seeds; 60 steps evaluated every 20
     rows = read(
@@ -112,8 +81,8 @@ def test_dropout_convergence_smoke(runs):
             assert float(r["mask_share"]) > 0.0
 
 
-def test_validation_rate_gap_smoke(runs):
-    out, log = finish(runs, "validation_rate_gap")
+def test_validation_rate_gap_smoke(smoke_runs):
+    out, log = finish(smoke_runs, "validation_rate_gap")
     assert "regret" in log
     # smoke: sizes 100, 200; validation sizes 50, 100; 2 seeds; rates 0, 0.3, 0.6
     rows = read(

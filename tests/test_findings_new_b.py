@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from subproc import child_env
 
 import jaxreg.grid as jg
 
@@ -38,8 +39,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_smoke(name, tmp_path):
     csv_name, columns, num_rows = CASES[name]
-    env = dict(os.environ, PYTHONPATH=ROOT, MPLBACKEND="Agg", JAX_PLATFORMS="cpu")
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"  # plumbing, not speed
+    env = child_env()  # plumbing, not speed: LLVM optimisation off
     script = os.path.join(ROOT, "examples", f"{name}.py")
     proc = subprocess.run(
         [sys.executable, script, "--smoke", "--out", str(tmp_path)],

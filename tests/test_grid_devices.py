@@ -5,7 +5,6 @@ map alike, with no collectives in the compiled chunk; 2 processes x 2 devices eq
 device. The models and data are test_grid_engine's.
 """
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from subproc import child_env
 from test_grid_engine import reference  # noqa: F401  (the 1-device run, a fixture)
 
 # ruff: noqa: F811
@@ -77,12 +77,8 @@ SCRIPT = textwrap.dedent(
 
 
 def env(devices):
-    e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     # LLVM at -O0: the tiny programs compile in 2/3 of the time and compute the same.
-    e["XLA_FLAGS"] = (
-        f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
-    )
-    return e
+    return child_env(devices=devices)
 
 
 def load(path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from subproc import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "examples" / "sweep.py"
@@ -32,9 +33,7 @@ COLUMNS = [
 
 
 def env(devices=1):
-    e = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return e
+    return child_env(devices=devices)
 
 
 def sweep(*args, devices=1, timeout=240, **kwargs):
