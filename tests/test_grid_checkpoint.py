@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+from subproc import child_env
 
 from jaxreg.grid import Checkpointer, fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+ENV = child_env()
 
 
 class Opt(NamedTuple):
@@ -308,7 +309,7 @@ LOOP = textwrap.dedent(
 
 
 def run_loop(folder, *, die_at=0, pause=0.0, kill_after=None):
-    env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = child_env(devices=4)
     args = [sys.executable, "-c", LOOP, str(folder), "12", str(die_at), str(pause)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines = []
@@ -395,7 +396,7 @@ def test_two_processes_save_and_restore_their_shards(tmp_path):
     with socket.socket() as s:
         s.bind(("localhost", 0))
         port = s.getsockname()[1]
-    env = dict(ENV, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = child_env(devices=2)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", MULTI, str(i), str(port), str(tmp_path / "ckpt")],

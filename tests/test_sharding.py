@@ -3,10 +3,11 @@
 Rows of one array sharded, and a model axis (vmap over keys) sharded.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
+
+from subproc import child_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -86,9 +87,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_sharded_dropout_equals_unsharded_without_collectives():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
+    env = child_env(devices=8)  # LLVM -O0: the claims are about HLO, not machine code
     out = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
     )
@@ -221,9 +220,7 @@ CLAIMS = textwrap.dedent(
 
 
 def test_collective_free_claims_per_op_and_sharding():
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
-    )
+    env = child_env(devices=8)  # LLVM -O0: the claims are about HLO, not machine code
     out = subprocess.run(
         [sys.executable, "-c", CLAIMS], env=env, capture_output=True, text=True, timeout=300
     )
