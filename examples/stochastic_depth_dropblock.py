@@ -302,8 +302,10 @@ def plot(rows, curve, names, summary, a, path):
         xerr = [[100 * (t.mean - t.low)], [100 * (t.high - t.mean)]] if ok else None
         ax.errorbar(100 * t.mean, y, xerr=xerr, fmt="o", color="C3")
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(summary)), [n for n, _ in summary], fontsize=7)
-    ax.set(xlabel="paired test-error difference (points), Holm-adjusted 95% interval",
+    ax.set_yticks(
+        range(len(summary)), [n.replace(" (max 0.5)", "") for n, _ in summary], fontsize=7
+    )
+    ax.set(xlabel="paired test-error difference (points), Holm-adjusted 95%",
            title="comparisons (validation-chosen settings)")  # fmt: skip
     fig.suptitle(
         f"MNIST-1D residual 1-D CNN with BN ({a.depth} blocks, {a.channels} channels, "
