@@ -51,10 +51,6 @@ UNIT_INTERVAL = {"val_err", "test_err", "train_err", "rate1", "rate2", "kept_fra
 TEXT = {"method", "program", "strategy", "run"}
 
 
-def finished(smoke_runs, name):
-    return smoke_runs(name)
-
-
 def read(path):
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -63,7 +59,7 @@ def read(path):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_smoke_run_writes_csv_and_png(smoke_runs, name):
-    out, log = finished(smoke_runs, name)
+    out, log = smoke_runs(name)
     png = out / f"{name}.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{png} missing"
     assert png.stat().st_size > 10_000, "the figure is (nearly) empty"
